@@ -1,0 +1,37 @@
+"""Build the Cython kernels of ``obscore._native``.
+
+Compiler directives live here and nowhere else.  ``OBSCORE_CYTHON_DEBUG=1``
+turns bounds and wrap-around checks back on for test runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+KERNELS = ["ringbuf", "rollup", "histogram", "zscore", "iforest"]
+
+debug = os.environ.get("OBSCORE_CYTHON_DEBUG") == "1"
+directives = {
+    "language_level": 3,
+    "boundscheck": debug,
+    "wraparound": debug,
+    "initializedcheck": debug,
+    "cdivision": not debug,
+}
+
+extensions = [
+    Extension(
+        f"obscore._native.{name}",
+        [f"src/obscore/_native/{name}.pyx"],
+        include_dirs=[np.get_include()],
+        extra_compile_args=["-O3"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    )
+    for name in KERNELS
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -1,0 +1,1 @@
+"""Cython kernels behind obscore: ring buffers, rollups, histograms, z-scores, forests."""

@@ -1,0 +1,25 @@
+# Fixed-capacity ring buffers, one per series, for the hot tier.
+
+from obscore._native._types cimport float64_t, int64_t
+
+
+cdef class RingBuffers:
+    cdef int64_t _capacity          # samples kept per series, > 0
+    cdef int64_t _stride            # row length of the storage arrays, >= capacity (padded)
+    cdef int64_t _n_series          # slots handed out by add_series
+    cdef int64_t _n_alloc           # rows allocated in the storage arrays, >= n_series
+    cdef object _ts_rows            # ndarray int64 (n_alloc, stride): ts in ms, ring order
+    cdef object _value_rows         # ndarray float64 (n_alloc, stride): values, ring order
+    cdef object _heads              # ndarray int64 (n_alloc,): next write position per slot
+    cdef object _counts             # ndarray int64 (n_alloc,): samples stored per slot
+    cdef object _last_ts            # ndarray int64 (n_alloc,): last stored ts in ms, INT64_MIN if empty
+    cdef int64_t[:, ::1] _ts        # view of _ts_rows
+    cdef float64_t[:, ::1] _values  # view of _value_rows
+    cdef int64_t[::1] _head         # view of _heads
+    cdef int64_t[::1] _count        # view of _counts
+    cdef int64_t[::1] _last         # view of _last_ts
+
+    cdef int _reserve(self, int64_t n_rows) except -1
+    cdef int64_t _check_slot(self, object slot) except -1
+    cdef void _range(self, int64_t slot, int64_t start_ms, int64_t end_ms,
+                     int64_t* lo, int64_t* hi) noexcept nogil

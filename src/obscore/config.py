@@ -1,0 +1,186 @@
+"""The engine's configuration, read from one TOML file.
+
+The defaults ship as ``obscore/obscore.toml``; a user file is laid over them
+key by key (tables merge, arrays of metrics replace by name).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from obscore.durations import parse_duration
+from obscore.errors import ConfigError
+from obscore.model import MetricKind, MetricSpec, check_label_name, check_metric_name
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Validated settings; every duration in milliseconds."""
+
+    metrics: dict[str, MetricSpec]
+    hot_capacity: int = 8640
+    rollup_steps_ms: tuple[int, ...] = (60_000, 300_000, 3_600_000)
+    out_of_order_ms: int = 600_000
+    retention_ms: dict[str, int] = field(default_factory=dict)
+    zscore_window_ms: int = 300_000
+    zscore_threshold: float = 3.0
+    iforest_train_ms: int = 7 * 86_400_000
+    iforest_predict_ms: int = 300_000
+    iforest_trees: int = 100
+    iforest_max_samples: int = 256
+    dedup_window_ms: int = 900_000
+    dedup_similarity: float = 0.8
+    approval_severity: float = 0.7
+    correlation_window_ms: int = 3_600_000
+    min_correlation: float = 0.7
+    pattern_similarity: float = 0.8
+    granger_alpha: float = 0.05
+    granger_maxlag: int = 3
+    act_confidence: float = 0.8
+    sampling_baseline: float = 0.1
+    sampling_burst: float = 1.0
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+def _default_text() -> str:
+    return resources.files("obscore").joinpath("obscore.toml").read_text("utf-8")
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if key == "metrics" and isinstance(value, list):
+            by_name = {m.get("name"): m for m in out.get("metrics", [])}
+            for m in value:
+                by_name[m.get("name")] = m
+            out["metrics"] = list(by_name.values())
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | Path | None = None, *, overrides: dict | None = None) -> Config:
+    """Read the default configuration, then ``path`` over it.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        A TOML file; None uses the defaults alone.
+    overrides : dict, optional
+        Nested settings applied last (as if written in the file).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, the key and what was wrong.
+    """
+    raw = tomllib.loads(_default_text())
+    source = "obscore.toml (defaults)"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {source!r}: {exc.strerror}") from exc
+        try:
+            user = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        raw = _merge(raw, user)
+    if overrides:
+        raw = _merge(raw, overrides)
+    return _build(raw, source)
+
+
+def _get(raw: dict, dotted: str, default: Any) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _build(raw: dict[str, Any], source: str) -> Config:
+    def duration(key: str, default: str) -> int:
+        value = _get(raw, key, default)
+        try:
+            return parse_duration(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}, {key}: {exc}") from None
+
+    def number(key: str, default: float, lo: float, hi: float) -> float:
+        value = _get(raw, key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{source}, {key}: expected a number, got {value!r}")
+        if not lo <= value <= hi:
+            raise ConfigError(f"{source}, {key}: {value!r} is outside [{lo}, {hi}]")
+        return float(value)
+
+    metrics: dict[str, MetricSpec] = {}
+    for i, m in enumerate(raw.get("metrics", [])):
+        where = f"{source}, metrics[{i}]"
+        try:
+            name = check_metric_name(str(m["name"]))
+            kind = MetricKind(m.get("kind", "gauge"))
+            labels = tuple(check_label_name(str(x)) for x in m.get("labels", []))
+            bounds = tuple(float(b) for b in m.get("buckets", []))
+        except KeyError:
+            raise ConfigError(f"{where}: 'name' is required") from None
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        if kind is MetricKind.HISTOGRAM:
+            if not bounds or any(b >= c for b, c in zip(bounds, bounds[1:])):
+                raise ConfigError(
+                    f"{where} ({name!r}): buckets must be strictly increasing and "
+                    f"non-empty, got {list(bounds)!r}"
+                )
+        metrics[name] = MetricSpec(
+            name=name,
+            kind=kind,
+            labels=labels,
+            help=str(m.get("help", "")),
+            unit=str(m.get("unit", "")),
+            bounds=bounds,
+            group=str(m.get("group", "application")),
+            weight=float(m.get("weight", 1.0)),
+        )
+    steps = _get(raw, "store.rollup_steps", ["1m", "5m", "1h"])
+    try:
+        steps_ms = tuple(parse_duration(s) for s in steps)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}, store.rollup_steps: {exc}") from None
+    return Config(
+        metrics=metrics,
+        hot_capacity=int(number("store.hot_capacity", 8640, 1, 1e9)),
+        rollup_steps_ms=steps_ms,
+        out_of_order_ms=duration("store.out_of_order_window", "10m"),
+        retention_ms={
+            t: duration(f"retention.{t}", d)
+            for t, d in (("hot", "7d"), ("warm", "30d"), ("cold", "365d"))
+        },
+        zscore_window_ms=duration("detectors.zscore.window", "5m"),
+        zscore_threshold=number("detectors.zscore.threshold", 3.0, 0, 1e9),
+        iforest_train_ms=duration("detectors.iforest.train", "7d"),
+        iforest_predict_ms=duration("detectors.iforest.predict", "5m"),
+        iforest_trees=int(number("detectors.iforest.n_trees", 100, 1, 10_000)),
+        iforest_max_samples=int(number("detectors.iforest.max_samples", 256, 2, 1e7)),
+        dedup_window_ms=duration("alerts.dedup_window", "15m"),
+        dedup_similarity=number("alerts.similarity", 0.8, 0, 1),
+        approval_severity=number("alerts.approval_severity", 0.7, 0, 1),
+        correlation_window_ms=duration("diagnosis.correlation_window", "1h"),
+        min_correlation=number("diagnosis.min_correlation", 0.7, 0, 1),
+        pattern_similarity=number("diagnosis.pattern_similarity", 0.8, 0, 1),
+        granger_alpha=number("diagnosis.granger_alpha", 0.05, 0, 1),
+        granger_maxlag=int(number("diagnosis.granger_maxlag", 3, 1, 50)),
+        act_confidence=number("diagnosis.act_confidence", 0.8, 0, 1),
+        sampling_baseline=number("sampling.baseline_rate", 0.1, 0, 1),
+        sampling_burst=number("sampling.burst_rate", 1.0, 0, 1),
+        raw=raw,
+    )

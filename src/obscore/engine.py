@@ -1,0 +1,420 @@
+"""The engine: one object that wires configuration, store, pipeline and
+diagnosis together.  Faces (the CLI, the server) talk only to it.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from obscore.alert import Alert, AlertBook
+from obscore.config import Config, load_config
+from obscore.diagnose import Diagnosis, diagnose
+from obscore.errors import DroppedDataWarning, InvalidSampleError, UnknownMetricError
+from obscore.model import (
+    LabelSet,
+    MetricKind,
+    MetricSpec,
+    SeriesIndex,
+    as_sample_table,
+    sample_table,
+)
+from obscore.pipeline import (
+    Incident,
+    PipelineResult,
+    derive_signals,
+    detect_runs,
+    group_incidents,
+    raise_alerts,
+)
+from obscore.store.hot import HotStore, IngestResult
+from obscore.store.query import QueryEngine
+from obscore.store.tiers import RollupTiers
+
+logger = logging.getLogger(__name__)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _fmt_le(bound: float) -> str:
+    if bound == float("inf"):
+        return "+Inf"
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+class _Child:
+    """One labelled series (or, for histograms, family) of a metric handle."""
+
+    def __init__(self, engine: Engine, spec: MetricSpec, labels: LabelSet) -> None:
+        self._engine = engine
+        self.spec = spec
+        self.labels_set = labels
+        self.value = 0.0
+        if spec.is_histogram:
+            self.bucket_counts = [0.0] * (len(spec.bounds) + 1)
+            self.sum = 0.0
+            self.count = 0.0
+
+    def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
+        if self.spec.kind is not MetricKind.COUNTER:
+            raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; inc() is for counters")
+        if not amount >= 0:
+            raise InvalidSampleError(
+                f"metric {self.spec.name!r} {dict(self.labels_set)!r}: counter increment "
+                f"must be non-negative, got {amount!r}"
+            )
+        self.value += amount
+        self._engine.record(self.spec.name, self.labels_set, self.value, ts_ms)
+
+    def set(self, value: float, ts_ms: int | None = None) -> None:
+        if self.spec.kind is not MetricKind.GAUGE:
+            raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; set() is for gauges")
+        self.value = float(value)
+        self._engine.record(self.spec.name, self.labels_set, self.value, ts_ms)
+
+    def observe(self, value: float, ts_ms: int | None = None) -> None:
+        if not self.spec.is_histogram:
+            raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; observe() is for histograms")
+        i = bisect.bisect_left(self.spec.bounds, value)
+        self.bucket_counts[i] += 1
+        self.sum += value
+        self.count += 1
+        ts = _now_ms() if ts_ms is None else int(ts_ms)
+        name = self.spec.name
+        cum = 0.0
+        for bound, n in zip((*self.spec.bounds, float("inf")), self.bucket_counts):
+            cum += n
+            self._engine.record(f"{name}_bucket", self.labels_set.with_(le=_fmt_le(bound)), cum, ts)
+        self._engine.record(f"{name}_sum", self.labels_set, self.sum, ts)
+        self._engine.record(f"{name}_count", self.labels_set, self.count, ts)
+
+
+class MetricHandle:
+    """A declared metric; ``labels(...)`` gives the child that records."""
+
+    def __init__(self, engine: Engine, spec: MetricSpec) -> None:
+        self._engine = engine
+        self.spec = spec
+        self._children: dict[LabelSet, _Child] = {}
+
+    def labels(self, **labels: str) -> _Child:
+        key = LabelSet(labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = _Child(self._engine, self.spec, key)
+        return child
+
+    def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
+        self.labels().inc(amount, ts_ms)
+
+    def set(self, value: float, ts_ms: int | None = None) -> None:
+        self.labels().set(value, ts_ms)
+
+    def observe(self, value: float, ts_ms: int | None = None) -> None:
+        self.labels().observe(value, ts_ms)
+
+
+class Engine:
+    """The obscore engine, in memory or on a data directory.
+
+    Parameters
+    ----------
+    data_dir : str or Path, optional
+        Where samples, the series index and rollups are kept between runs.
+        None keeps everything in memory.
+    config : Config, str or Path, optional
+        A loaded :class:`~obscore.config.Config` or the path of a TOML file;
+        None uses the defaults.
+    dependencies : mapping, optional
+        Service dependency graph (caller -> callees) used by diagnosis.
+
+    Examples
+    --------
+    >>> eng = Engine()
+    >>> eng.gauge("cpu_usage").labels(host="a", service="web").set(42.0, ts_ms=1_000)
+    >>> eng.query("cpu_usage", start_ms=1_000, end_ms=1_000, step_ms=1_000)["value"].to_pylist()
+    [42.0]
+    """
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        config: Config | str | Path | None = None,
+        dependencies: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
+        self.config = config if isinstance(config, Config) else load_config(config)
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.index = SeriesIndex()
+        self.hot = HotStore(self.index, self.config.hot_capacity)
+        self.rollups = RollupTiers(
+            self.config.rollup_steps_ms,
+            self.data_dir / "rollups" if self.data_dir is not None else None,
+        )
+        self.queries = QueryEngine(self.index, self.hot.read, self.config.metrics)
+        self.dependencies = dict(dependencies) if dependencies else None
+        self.alert_book = AlertBook(self.config.dedup_window_ms)
+        self.incidents: list[Incident] = []
+        self.last_result: PipelineResult | None = None
+        self.dropped: dict[str, int] = {}
+        self._handles: dict[str, MetricHandle] = {}
+        self._pending: list[tuple[int, int, float]] = []
+        if self.data_dir is not None:
+            self._load()
+        logger.info("engine opened: data_dir=%s, %d series", self.data_dir, len(self.index))
+
+    # --- metadata ------------------------------------------------------------
+
+    def spec(self, name: str) -> MetricSpec:
+        """The declared spec of a metric (``_bucket``/``_sum``/``_count`` map to it)."""
+        spec = self.config.metrics.get(name)
+        if spec is None:
+            for suffix in ("_bucket", "_sum", "_count"):
+                base = self.config.metrics.get(name.removesuffix(suffix))
+                if name.endswith(suffix) and base is not None and base.is_histogram:
+                    return base
+            raise UnknownMetricError(
+                f"unknown metric {name!r}; declare it in the config "
+                f"(known: {', '.join(sorted(self.config.metrics))})"
+            )
+        return spec
+
+    def _handle(self, name: str, kind: MetricKind) -> MetricHandle:
+        spec = self.spec(name)
+        if spec.kind is not kind:
+            raise TypeError(f"metric {name!r} is declared as a {spec.kind.value}, not a {kind.value}")
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handles[name] = MetricHandle(self, spec)
+        return handle
+
+    def counter(self, name: str) -> MetricHandle:
+        return self._handle(name, MetricKind.COUNTER)
+
+    def gauge(self, name: str) -> MetricHandle:
+        return self._handle(name, MetricKind.GAUGE)
+
+    def histogram(self, name: str) -> MetricHandle:
+        return self._handle(name, MetricKind.HISTOGRAM)
+
+    def counter_ids(self) -> set[int]:
+        out = set()
+        for sid in self.index:
+            name = self.index.name(sid)
+            if self.queries.kind_of(name) is MetricKind.COUNTER:
+                out.add(sid)
+        return out
+
+    # --- write ---------------------------------------------------------------
+
+    def record(
+        self, name: str, labels: Mapping[str, str], value: float, ts_ms: int | None = None
+    ) -> None:
+        """Record one sample; it is stored at the next flush (or query)."""
+        self.spec(name)
+        sid = self.index.add(name, labels)
+        ts = _now_ms() if ts_ms is None else int(ts_ms)
+        self._pending.append((sid, ts, float(value)))
+        if len(self._pending) >= 10_000:
+            self.flush()
+
+    def flush(self) -> IngestResult:
+        """Store the samples recorded since the last flush."""
+        if not self._pending:
+            return IngestResult()
+        ids, ts, values = zip(*self._pending)
+        self._pending.clear()
+        return self._store(sample_table(np.array(ids, np.uint64), np.array(ts), np.array(values)))
+
+    def ingest(self, data: Any, index: SeriesIndex | None = None) -> IngestResult:
+        """Store an Arrow sample batch.
+
+        Parameters
+        ----------
+        data : pa.Table or pa.RecordBatch
+            Columns ``series_id: uint64, ts: int64, value: float64``.
+        index : SeriesIndex, optional
+            Names and labels of the batch's series, merged into the engine's.
+
+        Returns
+        -------
+        IngestResult
+            Rows stored and rows dropped by reason.  Rows of undeclared
+            metrics, unknown series ids, out-of-order or duplicate timestamps
+            are dropped and counted; one warning per batch says so.
+        """
+        table = as_sample_table(data)
+        if index is not None:
+            unknown = [n for n in index.metric_names if not self._is_declared(n)]
+            if unknown:
+                raise UnknownMetricError(
+                    f"batch index names undeclared metrics {unknown!r}; declare them in the config"
+                )
+            self.index.merge(index)
+        return self._store(table)
+
+    def _is_declared(self, name: str) -> bool:
+        try:
+            self.spec(name)
+            return True
+        except UnknownMetricError:
+            return False
+
+    def _store(self, table: pa.Table) -> IngestResult:
+        result = self.hot.ingest(table)
+        for reason, n in result.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+        if result.dropped:
+            detail = "; ".join(
+                f"{n} {reason} (first: {result.first_bad[reason]})"
+                for reason, n in result.dropped.items()
+            )
+            logger.warning("ingest dropped %d of %d samples: %s", result.n_dropped, table.num_rows, detail)
+            warnings.warn(
+                f"dropped {result.n_dropped} of {table.num_rows} samples: {detail}",
+                DroppedDataWarning,
+                stacklevel=3,
+            )
+        return result
+
+    # --- read ----------------------------------------------------------------
+
+    def query(
+        self,
+        metric: str,
+        *,
+        start_ms: int,
+        end_ms: int,
+        step_ms: int,
+        matchers=None,
+        fn: str | None = None,
+        window_ms: int | None = None,
+        agg: str | None = None,
+        by: Sequence[str] | None = None,
+        without: Sequence[str] | None = None,
+        quantile: float | None = None,
+    ) -> pa.Table:
+        """Evaluate a range query and return a long Arrow table.
+
+        Parameters
+        ----------
+        metric : str
+            Metric (or ``_bucket``/``_sum``/``_count`` series) name.
+        start_ms, end_ms, step_ms : int
+            Evaluation times ``start_ms, start_ms + step_ms, ... <= end_ms``.
+        matchers : mapping or sequence, optional
+            ``{"service": "auth"}`` or ``[("service", "=~", "a.*")]``.
+        fn : str, optional
+            ``rate``, ``increase``, ``irate``, ``delta``, ``deriv`` or
+            ``<agg>_over_time``, over ``window_ms``.
+        agg : str, optional
+            ``sum``, ``avg``, ``min``, ``max``, ``count``, ``stddev``,
+            ``quantile`` across series, ``by`` or ``without`` labels.
+        quantile : float, optional
+            With a histogram metric and no ``agg``: ``histogram_quantile`` of
+            the bucket rates over ``window_ms`` (5m default), by ``by``.
+
+        Returns
+        -------
+        pa.Table
+            One string column per label, then ``ts`` (int64 ms) and ``value``
+            (float64); evaluation times with no data are left out.
+        """
+        self.flush()
+        return self.queries.range(
+            metric,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            step_ms=step_ms,
+            matchers=matchers,
+            fn=fn,
+            window_ms=window_ms,
+            agg=agg,
+            by=by,
+            without=without,
+            quantile=quantile,
+        )
+
+    def rollup(self, step_ms: int) -> pa.Table:
+        """Rollup rows at one of the configured steps (recomputed from the hot tier)."""
+        self.flush()
+        self.rollups.update(self.hot.read_table(), self.counter_ids())
+        return self.rollups.get(step_ms)
+
+    # --- pipeline ------------------------------------------------------------
+
+    def run_pipeline(self, start_ms: int, end_ms: int, step_ms: int = 10_000) -> PipelineResult:
+        """Detect anomalies over a stored range, group them and raise alerts."""
+        self.flush()
+        signals = derive_signals(self.queries, self.config.metrics, start_ms, end_ms, step_ms)
+        anomalies = []
+        for sig in signals:
+            anomalies.extend(
+                detect_runs(sig, self.config.zscore_window_ms, self.config.zscore_threshold)
+            )
+        incidents = group_incidents(anomalies)
+        alerts = raise_alerts(self.alert_book, incidents, self.config.metrics)
+        self.incidents = incidents
+        self.last_result = PipelineResult({s.key: s for s in signals}, anomalies, incidents, alerts)
+        logger.info(
+            "pipeline ran: %d signals, %d anomalies, %d incidents, %d new alerts",
+            len(signals), len(anomalies), len(incidents), len(alerts),
+        )
+        return self.last_result
+
+    def alerts(self) -> list[Alert]:
+        return list(self.alert_book.alerts)
+
+    def diagnose(self, incident: Incident) -> Diagnosis:
+        if self.last_result is None:
+            raise RuntimeError("run the pipeline before diagnosing an incident")
+        cfg = self.config
+        return diagnose(
+            incident,
+            self.last_result.signals,
+            self.dependencies,
+            correlation_window_ms=cfg.correlation_window_ms,
+            min_correlation=cfg.min_correlation,
+            granger_alpha=cfg.granger_alpha,
+            granger_maxlag=cfg.granger_maxlag,
+        )
+
+    # --- persistence ---------------------------------------------------------
+
+    def _load(self) -> None:
+        assert self.data_dir is not None
+        idx_path = self.data_dir / "series.parquet"
+        raw_path = self.data_dir / "samples.parquet"
+        if idx_path.exists():
+            t = pq.read_table(idx_path)
+            for name, labels in zip(t["name"].to_pylist(), t["labels"].to_pylist()):
+                self.index.add(name, dict(labels))
+        if raw_path.exists():
+            self.hot.ingest(pq.read_table(raw_path))
+
+    def close(self) -> None:
+        """Flush and, with a data directory, write the samples and rollups."""
+        self.flush()
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            pq.write_table(self.index.to_table(), self.data_dir / "series.parquet")
+            pq.write_table(self.hot.read_table(), self.data_dir / "samples.parquet", compression="zstd")
+            self.rollups.update(self.hot.read_table(), self.counter_ids())
+            self.rollups.save()
+        logger.info("engine closed: %d series, %d samples stored", len(self.index), self.hot.samples_stored)
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Ingestion: files, exposition formats, scraping and sampling."""

@@ -1,0 +1,260 @@
+"""The monitoring pipeline: derive signals, detect anomalies, group them into
+incidents and raise alerts.
+
+A *signal* is a derived series on a regular grid that a person would watch:
+a gauge averaged (or maxed) over the dimensional rollup labels, a counter's
+per-second rate, a histogram's 90th percentile.  Detection runs on signals,
+not on raw bucket series.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from obscore.alert import Alert, AlertBook
+from obscore.detect.robust import RobustZScoreDetector
+from obscore.detect.zscore import ZScoreDetector
+from obscore.model import LabelSet, MetricKind, MetricSpec, sample_table
+from obscore.store.query import QueryEngine
+
+logger = logging.getLogger(__name__)
+
+GROUP_LABELS = ("service", "region")
+
+
+@dataclass(slots=True)
+class Signal:
+    """A derived series on a regular grid, with the labels it is grouped by."""
+
+    metric: str
+    labels: LabelSet
+    ts: np.ndarray
+    values: np.ndarray
+
+    @property
+    def key(self) -> str:
+        inner = ",".join(f'{k}="{v}"' for k, v in self.labels.items_tuple)
+        return f"{self.metric}{{{inner}}}"
+
+    @property
+    def service(self) -> str | None:
+        return self.labels.get("service")
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A run of anomalous points on one signal."""
+
+    signal: str
+    metric: str
+    labels: LabelSet
+    start_ms: int
+    end_ms: int
+    peak_ms: int
+    peak_z: float
+    score: float
+
+
+@dataclass(slots=True)
+class Incident:
+    """Anomalies that overlap in time, treated as one problem."""
+
+    id: int
+    start_ms: int
+    end_ms: int
+    anomalies: list[Anomaly] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def services(self) -> set[str]:
+        return {a.labels["service"] for a in self.anomalies if "service" in a.labels}
+
+    @property
+    def first(self) -> Anomaly:
+        return min(self.anomalies, key=lambda a: a.start_ms)
+
+
+@dataclass(slots=True)
+class PipelineResult:
+    signals: dict[str, Signal]
+    anomalies: list[Anomaly]
+    incidents: list[Incident]
+    alerts: list[Alert]
+
+
+def derive_signals(
+    query: QueryEngine,
+    specs: Mapping[str, MetricSpec],
+    start_ms: int,
+    end_ms: int,
+    step_ms: int,
+    rate_window_ms: int = 60_000,
+    group_labels: Sequence[str] = GROUP_LABELS,
+) -> list[Signal]:
+    """Evaluate one signal per metric and group of ``group_labels``."""
+    signals: list[Signal] = []
+    for name, spec in specs.items():
+        series_name = f"{name}_bucket" if spec.is_histogram else name
+        ids = query.index.ids(series_name)
+        if not ids:
+            continue
+        present = {k for s in ids for k in query.index.labels(s)}
+        by = [g for g in group_labels if g in present]
+        common = dict(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms, by=by)
+        if spec.kind is MetricKind.HISTOGRAM:
+            table = query.range(name, quantile=0.9, window_ms=rate_window_ms, **common)
+        elif spec.kind is MetricKind.COUNTER:
+            table = query.range(name, fn="rate", window_ms=rate_window_ms, agg="sum", **common)
+        else:
+            table = query.range(name, agg="max", **common)
+        signals.extend(_split(name, table, by))
+    return signals
+
+
+def _split(metric: str, table, by: Sequence[str]) -> Iterable[Signal]:
+    if table.num_rows == 0:
+        return []
+    cols = {c: table[c].to_pylist() for c in by}
+    ts = table["ts"].to_numpy()
+    values = table["value"].to_numpy()
+    keys = list(zip(*(cols[c] for c in by))) if by else [()] * len(ts)
+    groups: dict[tuple, list[int]] = {}
+    for i, k in enumerate(keys):
+        groups.setdefault(k, []).append(i)
+    out = []
+    for k, rows in groups.items():
+        idx = np.array(rows)
+        labels = LabelSet({c: v for c, v in zip(by, k) if v is not None})
+        out.append(Signal(metric, labels, ts[idx], values[idx]))
+    return out
+
+
+def detect_runs(
+    signal: Signal,
+    window_ms: int = 300_000,
+    threshold: float = 3.0,
+    baseline_ms: int = 3_600_000,
+    confirm: float = 5.0,
+    drift: float = 10.0,
+    hold: float = 3.0,
+    min_run: int = 3,
+    max_gap: int = 3,
+    warmup_ms: int = 3_600_000,
+) -> list[Anomaly]:
+    """Anomalous runs on a signal.
+
+    A run starts where the streaming z-score over ``window_ms`` exceeded
+    ``threshold`` within the last ``window_ms`` and the robust z-score over
+    ``baseline_ms`` agrees in sign and exceeds ``confirm``: a fast change to a
+    level unusual for the last hour.  A slow drift with no fast move starts a
+    run once the robust score exceeds ``drift``.  It lasts while the robust score stays above ``hold`` (hysteresis),
+    must hold ``min_run`` points, and runs closer than ``max_gap`` points
+    are joined.  Nothing is reported in the first ``warmup_ms``.
+    """
+    n = len(signal.ts)
+    if n == 0:
+        return []
+    batch = sample_table(np.zeros(n, dtype=np.uint64), signal.ts, signal.values)
+    fast = ZScoreDetector(window_ms=window_ms, threshold=threshold, min_samples=2)
+    slow = RobustZScoreDetector(window_ms=baseline_ms, threshold=confirm)
+    z = np.nan_to_num(fast.zscores(batch), nan=0.0)
+    zr = np.nan_to_num(slow.zscores(batch), nan=0.0)
+    # a fast move in the last window_ms "arms" the signal; the robust score
+    # must confirm it in the same direction while armed
+    lo = np.searchsorted(signal.ts, signal.ts - window_ms, side="left")
+    armed = np.zeros(n, dtype=bool)
+    for sign in (1.0, -1.0):
+        fast_hits = np.concatenate([[0], np.cumsum(sign * z > threshold)])
+        recent = (fast_hits[np.arange(1, n + 1)] - fast_hits[lo]) > 0
+        armed |= recent & (sign * zr > confirm)
+    trigger = armed | (np.abs(zr) > drift)
+    trigger &= signal.ts >= signal.ts[0] + warmup_ms
+    held = np.abs(zr) > hold
+    hot = np.zeros(n, dtype=bool)
+    for i in np.flatnonzero(trigger):
+        if hot[i]:
+            continue
+        j = i
+        while j < n and held[j] and np.sign(zr[j]) == np.sign(zr[i]):
+            hot[j] = True
+            j += 1
+    out = []
+    for a, b in _runs(hot, min_run, max_gap):
+        p = a + int(np.argmax(np.abs(zr[a:b])))
+        peak = float(zr[p])
+        out.append(
+            Anomaly(
+                signal=signal.key,
+                metric=signal.metric,
+                labels=signal.labels,
+                start_ms=int(signal.ts[a]),
+                end_ms=int(signal.ts[b - 1]),
+                peak_ms=int(signal.ts[p]),
+                peak_z=peak,
+                score=abs(peak) / (abs(peak) + confirm),
+            )
+        )
+    return out
+
+
+def _runs(mask: np.ndarray, min_run: int, max_gap: int) -> list[tuple[int, int]]:
+    idx = np.flatnonzero(mask)
+    if len(idx) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(idx) > max_gap)
+    starts = np.concatenate([[idx[0]], idx[breaks + 1]])
+    ends = np.concatenate([idx[breaks], [idx[-1]]]) + 1
+    return [
+        (int(a), int(b))
+        for a, b in zip(starts, ends)
+        if mask[a:b].sum() >= min_run
+    ]
+
+
+def group_incidents(anomalies: Sequence[Anomaly], gap_ms: int = 900_000) -> list[Incident]:
+    """Group anomalies whose time spans lie within ``gap_ms`` of each other."""
+    incidents: list[Incident] = []
+    for a in sorted(anomalies, key=lambda a: a.start_ms):
+        current = incidents[-1] if incidents else None
+        if current is not None and a.start_ms <= current.end_ms + gap_ms:
+            current.anomalies.append(a)
+            current.end_ms = max(current.end_ms, a.end_ms)
+            current.reasons.append(
+                f"{a.signal} started within {gap_ms // 60_000}m of the incident"
+            )
+        else:
+            incidents.append(Incident(len(incidents) + 1, a.start_ms, a.end_ms, [a]))
+    return incidents
+
+
+def raise_alerts(
+    book: AlertBook,
+    incidents: Sequence[Incident],
+    specs: Mapping[str, MetricSpec],
+) -> list[Alert]:
+    """One alert per anomaly, labelled by metric and signal labels."""
+    new = []
+    for inc in incidents:
+        breadth = len(inc.services) or 1
+        for a in sorted(inc.anomalies, key=lambda a: a.start_ms):
+            labels = {"alertname": f"{a.metric}_anomaly", **dict(a.labels)}
+            spec = specs.get(a.metric)
+            direction = "above" if a.peak_z > 0 else "below"
+            summary = f"{a.signal} {direction} its recent range (z={a.peak_z:+.1f})"
+            alert, is_new = book.raise_alert(
+                labels,
+                a.start_ms,
+                a.end_ms,
+                a.score,
+                summary,
+                breadth=breadth,
+                weight=spec.weight if spec else 1.0,
+                incident_id=inc.id,
+            )
+            if is_new:
+                new.append(alert)
+    return new

@@ -1,0 +1,180 @@
+"""The hot tier: one ring buffer per series, fed by sample batches."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from obscore._native.ringbuf import RingBuffers
+from obscore.model import SAMPLE_SCHEMA, SeriesIndex, as_sample_table
+
+logger = logging.getLogger(__name__)
+
+INT64_MIN = np.iinfo(np.int64).min
+INT64_MAX = np.iinfo(np.int64).max
+
+_STORED, _OUT_OF_ORDER, _DUPLICATE = 0, 1, 2
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What became of the rows of one ingested batch.
+
+    ``dropped`` maps a reason to the number of rows dropped for it;
+    ``first_bad`` maps a reason to a description of its first row.
+    """
+
+    stored: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    first_bad: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def n_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+    def add(self, other: IngestResult) -> None:
+        self.stored += other.stored
+        for reason, n in other.dropped.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+        for reason, text in other.first_bad.items():
+            self.first_bad.setdefault(reason, text)
+
+
+class HotStore:
+    """Per-series ring buffers keyed by series id.
+
+    Parameters
+    ----------
+    index : SeriesIndex
+        The series the store may hold; a row whose id is not in it is dropped.
+    capacity : int
+        Samples kept per series; the oldest is overwritten when a series is full.
+
+    Notes
+    -----
+    Within one series, a sample older than the newest stored one is rejected
+    (reason ``out_of_order``), a repeated timestamp is dropped (``duplicate``).
+    Rows of a batch are ordered by time per series before they are stored, so a
+    batch may arrive in any order.  NaN is a value like any other.
+    """
+
+    def __init__(self, index: SeriesIndex, capacity: int = 8640) -> None:
+        self.index = index
+        self.capacity = int(capacity)
+        self._rings = RingBuffers(self.capacity, 0)
+        self._slot_of: dict[int, int] = {}
+        self._ids = np.empty(0, dtype=np.uint64)
+        self.samples_stored = 0
+
+    # --- slots ---------------------------------------------------------------
+
+    @property
+    def n_series(self) -> int:
+        return len(self._slot_of)
+
+    def slot(self, sid: int) -> int:
+        """The ring slot of a series, allocating one on first sight."""
+        slot = self._slot_of.get(sid)
+        if slot is None:
+            slot = self._rings.add_series(1)
+            self._slot_of[sid] = slot
+            self._ids = np.append(self._ids, np.uint64(sid))
+        return slot
+
+    def has(self, sid: int) -> bool:
+        return sid in self._slot_of
+
+    def series_ids(self) -> np.ndarray:
+        return self._ids.copy()
+
+    def _slots_for(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Slot per row (-1 for ids not in the index) and the unknown mask."""
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        uslots = np.empty(len(uniq), dtype=np.int64)
+        for i, sid in enumerate(uniq.tolist()):
+            uslots[i] = self.slot(sid) if sid in self.index else -1
+        slots = uslots[inverse]
+        return slots, slots < 0
+
+    # --- write ---------------------------------------------------------------
+
+    def ingest(self, data) -> IngestResult:
+        """Store a sample batch; return what was stored and what was dropped."""
+        table = as_sample_table(data)
+        result = IngestResult()
+        if table.num_rows == 0:
+            return result
+        ids = table["series_id"].to_numpy()
+        ts = table["ts"].to_numpy()
+        values = table["value"].to_numpy()
+        slots, unknown = self._slots_for(ids)
+        if unknown.any():
+            first = int(np.flatnonzero(unknown)[0])
+            result.dropped["unknown_series"] = int(unknown.sum())
+            result.first_bad["unknown_series"] = (
+                f"row {first}: series_id {int(ids[first])} is not in the series index"
+            )
+            keep = ~unknown
+            slots, ts, values = slots[keep], ts[keep], values[keep]
+        order = np.lexsort((ts, slots))
+        slots = np.ascontiguousarray(slots[order])
+        ts = np.ascontiguousarray(ts[order])
+        values = np.ascontiguousarray(values[order])
+        status = np.empty(len(ts), dtype=np.uint8)
+        result.stored = int(self._rings.push(slots, ts, values, status))
+        for code, reason in ((_OUT_OF_ORDER, "out_of_order"), (_DUPLICATE, "duplicate")):
+            bad = status == code
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                sid = int(self._ids[slots[i]])
+                result.dropped[reason] = int(bad.sum())
+                result.first_bad[reason] = (
+                    f"{self.index.describe(sid)} at ts {int(ts[i])}"
+                )
+        self.samples_stored += result.stored
+        return result
+
+    # --- read ----------------------------------------------------------------
+
+    def read(self, sid: int, start_ms: int = INT64_MIN, end_ms: int = INT64_MAX):
+        """``(ts, values)`` of one series with ``start_ms <= ts < end_ms``."""
+        slot = self._slot_of.get(sid)
+        if slot is None:
+            return np.empty(0, np.int64), np.empty(0, np.float64)
+        return self._rings.read(slot, int(start_ms), int(end_ms))
+
+    def read_table(
+        self, sids=None, start_ms: int = INT64_MIN, end_ms: int = INT64_MAX
+    ) -> pa.Table:
+        """A sample table of the given series (all when None), per series by time."""
+        if sids is None:
+            sids = self._ids
+        known = [s for s in np.asarray(sids, dtype=np.uint64).tolist() if s in self._slot_of]
+        slots = np.array([self._slot_of[s] for s in known], dtype=np.int64)
+        if len(slots) == 0:
+            return SAMPLE_SCHEMA.empty_table()
+        which, ts, values = self._rings.read_many(slots, int(start_ms), int(end_ms))
+        ids = self._ids[slots[which]] if len(which) else np.empty(0, np.uint64)
+        return pa.Table.from_arrays(
+            [pa.array(ids, pa.uint64()), pa.array(ts), pa.array(values)],
+            schema=SAMPLE_SCHEMA,
+        )
+
+    def last_ts(self, sid: int) -> int | None:
+        slot = self._slot_of.get(sid)
+        if slot is None or self._rings.count(slot) == 0:
+            return None
+        return int(self._rings.last_ts(slot))
+
+    def time_range(self) -> tuple[int, int] | None:
+        """Oldest and newest ts held, or None when empty."""
+        lo, hi = None, None
+        for sid in self._slot_of:
+            ts, _ = self.read(sid)
+            if len(ts):
+                lo = int(ts[0]) if lo is None else min(lo, int(ts[0]))
+                hi = int(ts[-1]) if hi is None else max(hi, int(ts[-1]))
+        return None if lo is None else (lo, hi)

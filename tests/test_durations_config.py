@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from obscore.config import load_config
+from obscore.durations import format_duration, parse_duration
+from obscore.errors import ConfigError
+from obscore.model import MetricKind
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"),
+    [("5m", 300_000), ("7d", 604_800_000), ("1h30m", 5_400_000), ("250ms", 250), ("0s", 0), (42, 42)],
+)
+def test_parse_duration_reads_units(text, ms):
+    assert parse_duration(text) == ms
+
+
+@pytest.mark.parametrize("text", ["5x", "", "m5", "5 m", "-5m", True])
+def test_parse_duration_rejects_garbage(text):
+    with pytest.raises(ConfigError, match="is not a duration"):
+        parse_duration(text)
+
+
+def test_format_duration_round_trips():
+    for ms in (1, 1000, 60_000, 5_400_000, 86_400_000 + 1):
+        assert parse_duration(format_duration(ms)) == ms
+
+
+def test_default_config_declares_the_platform_metrics():
+    cfg = load_config()
+    kinds = {name: spec.kind for name, spec in cfg.metrics.items()}
+    assert kinds == {
+        "cpu_usage": MetricKind.GAUGE,
+        "memory_usage": MetricKind.GAUGE,
+        "active_users": MetricKind.GAUGE,
+        "network_throughput": MetricKind.COUNTER,
+        "error_rate": MetricKind.COUNTER,
+        "request_latency": MetricKind.HISTOGRAM,
+        "content_engagement": MetricKind.HISTOGRAM,
+    }
+    assert cfg.metrics["request_latency"].bounds == (10, 50, 100, 200, 500, 1000)
+    assert cfg.zscore_window_ms == 300_000 and cfg.zscore_threshold == 3.0
+    assert cfg.dedup_window_ms == 900_000
+    assert cfg.retention_ms == {"hot": 604_800_000, "warm": 2_592_000_000, "cold": 31_536_000_000}
+
+
+def test_config_error_names_file_and_key(tmp_path):
+    path = tmp_path / "obscore.toml"
+    path.write_text('[detectors.zscore]\nwindow = "5x"\n')
+    with pytest.raises(ConfigError, match=r"obscore.toml, detectors.zscore.window: '5x' is not a duration"):
+        load_config(path)
+
+
+def test_config_rejects_unsorted_buckets(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[metrics]]\nname = "lat"\nkind = "histogram"\nbuckets = [5, 1]\n')
+    with pytest.raises(ConfigError, match=r"'lat'.*strictly increasing"):
+        load_config(path)
+
+
+def test_user_metrics_add_to_defaults(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[[metrics]]\nname = "queue_depth"\nkind = "gauge"\nlabels = ["queue"]\n')
+    cfg = load_config(path)
+    assert "queue_depth" in cfg.metrics and "cpu_usage" in cfg.metrics

@@ -1,0 +1,121 @@
+"""The engine's public API on small, hand-checked data."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from obscore import Engine
+from obscore.errors import DroppedDataWarning, SchemaError, UnknownMetricError
+from obscore.model import SeriesIndex, sample_table
+
+T0 = 1_700_000_000_000
+
+
+def test_record_and_query_gauge_by_label():
+    eng = Engine()
+    g = eng.gauge("cpu_usage")
+    for i in range(6):
+        g.labels(host="a", service="web").set(10.0 + i, ts_ms=T0 + i * 10_000)
+        g.labels(host="b", service="web").set(20.0 + i, ts_ms=T0 + i * 10_000)
+    t = eng.query("cpu_usage", start_ms=T0, end_ms=T0 + 50_000, step_ms=10_000, agg="avg", by=["service"])
+    assert t.column_names == ["service", "ts", "value"]
+    assert t["value"].to_pylist() == [15.0 + i for i in range(6)]
+
+
+def test_counter_rate_handles_a_reset():
+    eng = Engine()
+    labels = {"service": "auth", "error_type": "5xx"}
+    for i, v in enumerate([0, 10, 20, 30, 5, 15, 25]):  # reset after 30
+        eng.record("error_rate", labels, v, ts_ms=T0 + i * 10_000)
+    t = eng.query("error_rate", start_ms=T0 + 60_000, end_ms=T0 + 60_000, step_ms=1, fn="increase", window_ms=60_000)
+    # 10+10+10+5+10+10 = 55 across the reset; the window is covered edge to edge
+    assert t["value"].to_pylist() == [pytest.approx(55.0)]
+    r = eng.query("error_rate", start_ms=T0 + 60_000, end_ms=T0 + 60_000, step_ms=1, fn="rate", window_ms=60_000)
+    assert r["value"].to_pylist() == [pytest.approx(55.0 / 60)]
+
+
+def test_histogram_observe_writes_cumulative_buckets_and_quantile():
+    eng = Engine()
+    h = eng.histogram("request_latency").labels(endpoint="/a", method="GET")
+    rng = np.random.default_rng(0)
+    for i, v in enumerate(rng.uniform(0, 100, 400)):
+        h.observe(float(v), ts_ms=T0 + i * 1_000)
+    eng.flush()
+    buckets = eng.index.ids("request_latency_bucket")
+    assert len(buckets) == 7
+    t = eng.query("request_latency", start_ms=T0 + 399_000, end_ms=T0 + 399_000, step_ms=1, quantile=0.5, window_ms=300_000)
+    # uniform 0..100 ms: the median lies in the 50..100 bucket, near 50
+    assert 45 < t["value"][0].as_py() < 60
+
+
+def test_ingest_drops_bad_rows_and_keeps_good_ones():
+    eng = Engine()
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"host": "a", "service": "web"})
+    batch = sample_table(
+        np.array([sid, sid, sid, 999, sid], np.uint64),
+        np.array([T0, T0 + 10_000, T0 + 10_000, T0, T0 + 20_000]),
+        np.array([1.0, 2.0, 2.5, 7.0, np.nan]),
+    )
+    with pytest.warns(DroppedDataWarning, match=r"dropped 2 of 5 samples: 1 unknown_series .*series_id 999.*; 1 duplicate \(first: cpu_usage\{host=\"a\",service=\"web\"\} at ts 1700000010000\)"):
+        res = eng.ingest(batch, index)
+    assert res.stored == 3 and res.dropped == {"unknown_series": 1, "duplicate": 1}
+    ts, v = eng.hot.read(sid)
+    assert ts.tolist() == [T0, T0 + 10_000, T0 + 20_000]
+    assert v[:2].tolist() == [1.0, 2.0] and np.isnan(v[2])
+
+
+def test_ingest_rejects_undeclared_metric_and_bad_schema():
+    eng = Engine()
+    index = SeriesIndex()
+    index.add("nope_total", {})
+    with pytest.raises(UnknownMetricError, match=r"undeclared metrics \['nope_total'\]"):
+        eng.ingest(sample_table(np.array([1], np.uint64), np.array([T0]), np.array([1.0])), index)
+    bad = pa.table({"series_id": pa.array([1], pa.uint64()), "ts": pa.array([T0]), "value": pa.array(["x"])})
+    with pytest.raises(SchemaError, match="column 'value' must be float64, got string"):
+        eng.ingest(bad)
+
+
+def test_out_of_order_sample_is_dropped_with_its_series_named():
+    eng = Engine()
+    g = eng.gauge("cpu_usage").labels(host="a", service="web")
+    g.set(1.0, ts_ms=T0 + 10_000)
+    eng.flush()
+    g.set(2.0, ts_ms=T0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        eng.flush()
+    assert any("out_of_order" in str(w.message) and "at ts 1700000000000" in str(w.message) for w in caught)
+
+
+def test_rollups_at_configured_steps():
+    eng = Engine()
+    g = eng.gauge("cpu_usage").labels(host="a", service="web")
+    for i in range(360):  # one hour at 10 s
+        g.set(float(i % 6), ts_ms=T0 - T0 % 3_600_000 + i * 10_000)
+    r1 = eng.rollup(60_000)
+    assert r1.num_rows == 60
+    assert r1["count"].to_pylist() == [6] * 60
+    assert r1["sum"].to_pylist() == [15.0] * 60
+    r1h = eng.rollup(3_600_000)
+    assert r1h["count"].to_pylist() == [360] and r1h["max"].to_pylist() == [5.0]
+
+
+def test_engine_persists_to_a_data_dir(tmp_path):
+    with Engine(tmp_path) as eng:
+        eng.gauge("cpu_usage").labels(host="a", service="web").set(3.0, ts_ms=T0)
+    again = Engine(tmp_path)
+    t = again.query("cpu_usage", start_ms=T0, end_ms=T0, step_ms=1)
+    assert t["value"].to_pylist() == [3.0]
+    assert (tmp_path / "rollups" / "rollup_60000ms.parquet").exists()
+
+
+def test_unknown_metric_message_is_plain():
+    eng = Engine()
+    with pytest.raises(UnknownMetricError) as info:
+        eng.gauge("nope")
+    assert str(info.value).startswith("unknown metric 'nope'; declare it in the config")
