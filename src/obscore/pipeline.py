@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from obscore.alert import Alert, AlertBook
-from obscore.detect.robust import RobustZScoreDetector
-from obscore.detect.zscore import ZScoreDetector
+from obscore.detect.ensemble import DefaultDetector
 from obscore.model import LabelSet, MetricKind, MetricSpec, sample_table
 from obscore.store.query import QueryEngine
 
@@ -159,19 +158,17 @@ def detect_runs(
     if n == 0:
         return []
     batch = sample_table(np.zeros(n, dtype=np.uint64), signal.ts, signal.values)
-    fast = ZScoreDetector(window_ms=window_ms, threshold=threshold, min_samples=2)
-    slow = RobustZScoreDetector(window_ms=baseline_ms, threshold=confirm)
-    z = np.nan_to_num(fast.zscores(batch), nan=0.0)
-    zr = np.nan_to_num(slow.zscores(batch), nan=0.0)
-    # a fast move in the last window_ms "arms" the signal; the robust score
-    # must confirm it in the same direction while armed
-    lo = np.searchsorted(signal.ts, signal.ts - window_ms, side="left")
-    armed = np.zeros(n, dtype=bool)
-    for sign in (1.0, -1.0):
-        fast_hits = np.concatenate([[0], np.cumsum(sign * z > threshold)])
-        recent = (fast_hits[np.arange(1, n + 1)] - fast_hits[lo]) > 0
-        armed |= recent & (sign * zr > confirm)
-    trigger = armed | (np.abs(zr) > drift)
+    detector = DefaultDetector(
+        window_ms=window_ms,
+        threshold=threshold,
+        baseline_ms=baseline_ms,
+        confirm=confirm,
+        drift=drift,
+        min_samples=2,
+    )
+    _, zr, score = detector.components(batch)
+    zr = np.nan_to_num(zr, nan=0.0)
+    trigger = np.nan_to_num(score, nan=0.0) > 0.5
     trigger &= signal.ts >= signal.ts[0] + warmup_ms
     held = np.abs(zr) > hold
     hot = np.zeros(n, dtype=bool)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from obscore.detect.base import Detector, create, register, registered
+from obscore.detect.ensemble import DefaultDetector
 from obscore.detect.iforest import IsolationForestDetector
 from obscore.detect.robust import RobustZScoreDetector
 from obscore.detect.zscore import ZScoreDetector
 
 __all__ = [
+    "DefaultDetector",
     "Detector",
     "IsolationForestDetector",
     "RobustZScoreDetector",

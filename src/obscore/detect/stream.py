@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from obscore.detect.zscore import ZScoreDetector
+from obscore.detect.ensemble import DefaultDetector
 from obscore.model import sample_table
 
 
@@ -18,23 +18,27 @@ class StreamResult:
     alerts: np.ndarray  # bool
 
 
-def default_detector() -> ZScoreDetector:
-    """The detector ``obscore detect`` uses: z-score, 5m window, threshold 3."""
-    return ZScoreDetector(window_ms=300_000, threshold=3.0, min_samples=30)
+def default_detector() -> DefaultDetector:
+    """The detector ``obscore detect`` uses: see :mod:`obscore.detect.ensemble`."""
+    return DefaultDetector()
 
 
 def alert_decisions(
     ts: np.ndarray, scores: np.ndarray, threshold: float = 0.5, cooldown_ms: int = 900_000,
     cooldown_rows: int = 30,
 ) -> np.ndarray:
-    """Fire where the score crosses ``threshold``, at most once per cooldown.
+    """Fire where the score rises across ``threshold``, at most once per cooldown.
+
+    A score that stays above the threshold fires once, when it crosses.
 
     The cooldown is the longer of ``cooldown_ms`` (the 15m dedup window) and
     ``cooldown_rows`` rows, so a sparse series is not paged every row.
     """
     fire = np.zeros(len(scores), dtype=bool)
+    above = np.nan_to_num(scores, nan=0.0) > threshold
+    rising = above & ~np.concatenate([[False], above[:-1]])
     last_t, last_i = None, None
-    for i in np.flatnonzero(np.nan_to_num(scores, nan=0.0) > threshold):
+    for i in np.flatnonzero(rising):
         if last_i is not None and (ts[i] - last_t <= cooldown_ms or i - last_i <= cooldown_rows):
             continue
         fire[i] = True
