@@ -187,7 +187,9 @@ def _score(window: list[float], x: float, min_count: int) -> float:
     return (x - mean) / max(std, floor)
 
 
-def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[float]) -> float:
+def bucket_quantile(
+    q: float, bounds: Sequence[float], cumulative: Sequence[float]
+) -> float:
     """PromQL ``histogram_quantile`` on classic buckets, step by step.
 
     Written from the rules of Prometheus 2.42 (promql/quantile.go): bounds
@@ -223,6 +225,8 @@ def bucket_quantile(q: float, bounds: Sequence[float], cumulative: Sequence[floa
         start = bounds[b - 1]
         count -= counts[b - 1]
         rank -= counts[b - 1]
+    if count == 0:
+        return math.nan  # 0/0 (q = 0 on an empty first bucket): Go gives NaN
     return start + (bounds[b] - start) * (rank / count)
 
 

@@ -60,9 +60,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"{len(result.anomalies)} anomalies -> {len(result.incidents)} incidents -> "
           f"{len(alerts)} alerts ({engine.alert_book.folded} repeats folded within 15m)")
     print()
-    print("Alerts (most severe first, at most 15):")
-    for al in sorted(alerts, key=lambda a: -a.severity)[:15]:
-        print(f"  {_when(al.start_ms)}  sev {al.severity:.2f}  x{al.count:<3d} inc {al.incident_id:<3}  {al.summary}")
+    print("Alerts (by start time; severity in [0, 1], xN = repeats folded):")
+    for al in sorted(alerts, key=lambda a: a.start_ms):
+        print(f"  {_when(al.start_ms)}  sev {al.severity:.2f}  x{al.count:<3d} incident {al.incident_id:<3}  {al.summary}")
     print()
     detected = first = 0
     for n, (truth, inc, diag) in enumerate(matches, 1):

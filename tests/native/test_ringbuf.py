@@ -195,12 +195,33 @@ def test_ringbuf_read_gives_readonly_view_unless_wrapped():
 def test_ringbuf_read_many_concatenates_in_given_order():
     rb = RingBuffers(capacity=3, n_series=3)
     push(rb, [0, 1, 2, 0, 1, 0, 0], [1, 1, 1, 2, 2, 3, 4], np.arange(7.0))
-    slot, ts, values = rb.read_many(np.array([2, 0, 1], dtype=np.int64), 2)
-    assert slot.tolist() == [0, 0, 0, 1]
-    assert ts.tolist() == [2, 3, 4, 2]
-    assert values.tolist() == [3.0, 5.0, 6.0, 4.0]
+    slots = np.array([2, 0, 1, 0], dtype=np.int64)  # slot 0 asked twice
+    index, ts, values = rb.read_many(slots, 2)
+    assert index.tolist() == [1, 1, 1, 2, 3, 3, 3]  # positions in `slots`
+    assert slots[index].tolist() == [0, 0, 0, 1, 0, 0, 0]
+    assert ts.tolist() == [2, 3, 4, 2, 2, 3, 4]
+    assert values.tolist() == [3.0, 5.0, 6.0, 4.0, 3.0, 5.0, 6.0]
+
+
+def test_ringbuf_read_many_matches_read_per_slot(rng):
+    rb = RingBuffers(capacity=16, n_series=50)
+    slots = rng.integers(0, 50, size=2000)
+    ts = np.arange(2000)  # one clock: every slot sees increasing ts
+    push(rb, slots, ts, rng.normal(size=2000))
+    wanted = rng.permutation(50)[:20].astype(np.int64)
+    index, got_ts, got_values = rb.read_many(wanted, 1000, 1900)
+    for k, slot in enumerate(wanted):
+        ts_k, values_k = rb.read(int(slot), 1000, 1900)
+        np.testing.assert_array_equal(got_ts[index == k], ts_k)
+        np.testing.assert_array_equal(got_values[index == k], values_k)
+    assert np.all(np.diff(index) >= 0)
+
+
+def test_ringbuf_read_many_empty_and_bad_slots():
+    rb = RingBuffers(capacity=3, n_series=3)
     empty = rb.read_many(np.array([], dtype=np.int64))
     assert [len(a) for a in empty] == [0, 0, 0]
+    assert [len(a) for a in rb.read_many(np.array([0, 1], dtype=np.int64))] == [0, 0, 0]
     with pytest.raises(IndexError, match=r"slots\[1\]: slot 3 is outside"):
         rb.read_many(np.array([0, 3], dtype=np.int64))
 

@@ -27,8 +27,15 @@ def fold(groups, ts, values, step_ms, is_counter=False):
 
 def downsample(rows, step_ms):
     return rollup_downsample(
-        rows["group"], rows["ts"], rows["count"], rows["sum"], rows["min"],
-        rows["max"], rows["last"], rows["increase"], step_ms,
+        rows["group"],
+        rows["ts"],
+        rows["count"],
+        rows["sum"],
+        rows["min"],
+        rows["max"],
+        rows["last"],
+        rows["increase"],
+        step_ms,
     )
 
 
@@ -77,13 +84,17 @@ def test_rollup_fold_counter_increase_matches_reference_loop(rng):
     values[rng.random(len(ts)) < 0.02] = 1.0
     values[rng.random(len(ts)) < 0.05] = np.nan
     got = fold(groups, ts, values, 60_000, is_counter=True)
-    expected = reference.fold(groups.tolist(), ts.tolist(), values.tolist(), 60_000, True)
+    expected = reference.fold(
+        groups.tolist(), ts.tolist(), values.tolist(), 60_000, True
+    )
     # The reference adds the same deltas in the same order: exact.
     assert_rows_equal(got, expected)
     # Per group, the step increases add up to the whole-series increase.
     for g in np.unique(groups):
         total = reference.counter_increase(values[groups == g].tolist())
-        np.testing.assert_allclose(got["increase"][got["group"] == g].sum(), total, rtol=1e-12)
+        np.testing.assert_allclose(
+            got["increase"][got["group"] == g].sum(), total, rtol=1e-12
+        )
 
 
 def test_rollup_fold_counter_reset_counts_new_value():
@@ -104,14 +115,21 @@ def test_rollup_fold_all_nan_step_still_gives_a_row():
     assert got["ts"].tolist() == [0, 1000]
     assert got["count"].tolist() == [1, 0]
     assert got["sum"].tolist() == [1.0, 0.0]
-    assert np.isnan(got["min"][1]) and np.isnan(got["max"][1]) and np.isnan(got["last"][1])
+    assert (
+        np.isnan(got["min"][1]) and np.isnan(got["max"][1]) and np.isnan(got["last"][1])
+    )
     assert got["increase"].tolist() == [0.0, 0.0]
 
 
 def test_rollup_fold_skips_nan_in_every_aggregate():
     got = fold([0] * 4, [0, 1, 2, 3], [np.nan, 2.0, np.nan, 1.0], 10)
     assert got["count"].tolist() == [2]
-    assert (got["sum"][0], got["min"][0], got["max"][0], got["last"][0]) == (3.0, 1.0, 2.0, 1.0)
+    assert (got["sum"][0], got["min"][0], got["max"][0], got["last"][0]) == (
+        3.0,
+        1.0,
+        2.0,
+        1.0,
+    )
 
 
 def test_rollup_fold_floors_negative_ts():
@@ -139,7 +157,9 @@ def test_rollup_fold_rejects_out_of_order_rows():
         r"\(group 1, ts 9\)",
     ):
         fold([1, 1, 1], [3, 9, 5], [1.0, 1.0, 1.0], 10)
-    with pytest.raises(ValueError, match=r"row 2 \(group 0, ts 0\) follows row 1 \(group 2"):
+    with pytest.raises(
+        ValueError, match=r"row 2 \(group 0, ts 0\) follows row 1 \(group 2"
+    ):
         fold([1, 2, 0], [0, 0, 0], [1.0, 1.0, 1.0], 10)
 
 
@@ -153,8 +173,11 @@ def test_rollup_fold_rejects_bad_step_and_lengths():
 def test_rollup_fold_accepts_readonly_arrow_buffers():
     col = lambda values, t: pa.array(values, t).to_numpy(zero_copy_only=True)  # noqa: E731
     got = rollup_fold(
-        col([1, 1], pa.int64()), col([0, 5], pa.int64()), col([1.0, 2.0], pa.float64()),
-        10, False,
+        col([1, 1], pa.int64()),
+        col([0, 5], pa.int64()),
+        col([1.0, 2.0], pa.float64()),
+        10,
+        False,
     )
     assert got["sum"].tolist() == [3.0]
 
@@ -168,7 +191,8 @@ def test_rollup_downsample_equals_direct_fold(rng):
         direct = fold(groups, ts, values, 300_000, is_counter)
         # Regrouping the additions changes rounding only (1e-12 rel).
         assert_rows_equal(
-            got, direct,
+            got,
+            direct,
             exact=("group", "ts", "count", "min", "max", "last"),
             close=("sum", "increase"),
         )
@@ -203,8 +227,9 @@ def sorted_samples(draw, values=adversarial_values):
     rows = sorted(
         draw(
             st.lists(
-                st.tuples(st.integers(-2, 2), st.integers(-10**12, 10**12)),
-                min_size=n, max_size=n,
+                st.tuples(st.integers(-2, 2), st.integers(-(10**12), 10**12)),
+                min_size=n,
+                max_size=n,
             )
         )
     )
@@ -237,4 +262,6 @@ def test_rollup_downsample_of_fold_equals_coarse_fold(data, is_counter):
     groups, ts, values = data
     fine = fold(groups, ts, values, 1000, is_counter)
     # Integer values keep every sum exact, so regrouping changes nothing.
-    assert_rows_equal(downsample(fine, 5000), fold(groups, ts, values, 5000, is_counter))
+    assert_rows_equal(
+        downsample(fine, 5000), fold(groups, ts, values, 5000, is_counter)
+    )

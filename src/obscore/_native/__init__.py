@@ -1,1 +1,1 @@
-"""Cython kernels behind obscore: ring buffers, rollups, histograms, z-scores, forests."""
+"""Cython kernels: ring buffers, rollups, histograms, z-scores and isolation forests."""

@@ -22,5 +22,5 @@ def hist_quantile(
 def hist_quantile_many(
     q: float,  # float64_t
     bounds: NDArray[np.float64],  # const float64_t[::1], last is +Inf
-    cumulative_2d: NDArray[np.float64],  # const float64_t[:, ::1], one histogram per row
+    cumulative_2d: NDArray[np.float64],  # const float64_t[:, ::1], a row each
 ) -> NDArray[np.float64]: ...

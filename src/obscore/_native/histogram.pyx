@@ -231,6 +231,8 @@ cdef float64_t _quantile(float64_t q, const float64_t* bounds, const float64_t* 
         start = bounds[b - 1]
         count -= below
         rank -= below
+    if count == 0:
+        return NAN  # q = 0 on an empty first bucket: 0/0, NaN in PromQL too
     return start + (bounds[b] - start) * (rank / count)
 
 

@@ -363,12 +363,13 @@ cdef class RingBuffers:
 
         Returns
         -------
-        slot : ndarray of int64
-            Slot of each returned sample.
+        index : ndarray of int64
+            For each returned sample, its position in ``slots`` (so
+            ``slots[index]`` is its slot; repeated slots stay apart).
         ts : ndarray of int64
         values : ndarray of float64
             Series in the order of ``slots``, each oldest first. Always
-            fresh arrays.
+            fresh arrays; empty when nothing falls in the range.
 
         Raises
         ------
@@ -398,10 +399,10 @@ cdef class RingBuffers:
                 self._range(slots[j], lo_ms, hi_ms, &lo, &hi)
                 total += hi - lo
 
-        slot_arr = np.empty(total, dtype=np.int64)
+        index_arr = np.empty(total, dtype=np.int64)
         ts_arr = np.empty(total, dtype=np.int64)
         values_arr = np.empty(total, dtype=np.float64)
-        cdef int64_t[::1] slot_out = slot_arr
+        cdef int64_t[::1] index_out = index_arr
         cdef int64_t[::1] ts_out = ts_arr
         cdef float64_t[::1] values_out = values_arr
         cdef int64_t[:, ::1] ts_rows = self._ts
@@ -413,11 +414,11 @@ cdef class RingBuffers:
                 self._range(s, lo_ms, hi_ms, &lo, &hi)
                 for q in range(lo, hi):
                     p = _physical(self._head[s], self._count[s], capacity, q)
-                    slot_out[out] = s
+                    index_out[out] = j
                     ts_out[out] = ts_rows[s, p]
                     values_out[out] = value_rows[s, p]
                     out += 1
-        return slot_arr, ts_arr, values_arr
+        return index_arr, ts_arr, values_arr
 
     def __reduce__(self):
         n = self._n_series

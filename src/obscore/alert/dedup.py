@@ -34,9 +34,12 @@ def severity(score: float, duration_ms: int, breadth: int = 1, weight: float = 1
 
     ``score`` is the detector score in [0, 1] (0.5 at the threshold); a
     longer anomaly (saturating at 15 minutes), more affected series and a
-    heavier business ``weight`` raise it.  Notes: the formula is a weighted
-    sum squashed to [0, 1], documented in ``docs/alerts.md``.
+    heavier business ``weight`` raise it.  A NaN score counts as the
+    threshold itself.  The formula is a weighted sum clipped to [0, 1],
+    described in ``docs/alerts.md``.
     """
+    if not math.isfinite(score):
+        score = 1.0 if score == float("inf") else 0.5
     s = min(max((score - 0.5) * 2.0, 0.0), 1.0)
     d = min(duration_ms / 900_000.0, 1.0)
     b = 1.0 - 1.0 / max(breadth, 1)

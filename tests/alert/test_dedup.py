@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+
+from obscore.alert import AlertBook, fingerprint, severity
+
+M = 60_000
+
+
+def test_fingerprint_ignores_label_order_and_differs_by_value():
+    assert fingerprint({"a": "1", "b": "2"}) == fingerprint({"b": "2", "a": "1"})
+    assert fingerprint({"a": "1"}) != fingerprint({"a": "2"})
+    assert len(fingerprint({})) == 16
+
+
+def test_dedup_folds_same_fingerprint_within_15m():
+    book = AlertBook(15 * M)
+    labels = {"alertname": "x", "service": "auth"}
+    a, new = book.raise_alert(labels, 0, 2 * M, 0.9, "first")
+    assert new
+    b, new = book.raise_alert(labels, 16 * M, 17 * M, 0.95, "again")  # 14m after the end
+    assert not new and b is a and a.count == 2 and a.end_ms == 17 * M
+    c, new = book.raise_alert(labels, 40 * M, 41 * M, 0.9, "later")  # 23m after
+    assert new and c is not a
+    assert len(book.alerts) == 2 and book.folded == 1
+
+
+def test_dedup_keeps_different_fingerprints_apart():
+    book = AlertBook(15 * M)
+    book.raise_alert({"service": "a"}, 0, M, 0.9, "a")
+    _, new = book.raise_alert({"service": "b"}, 0, M, 0.9, "b")
+    assert new and len(book.alerts) == 2
+
+
+@pytest.mark.parametrize(
+    ("score", "duration", "breadth", "weight"),
+    [(0.0, 0, 1, 1.0), (1.0, 10**9, 100, 5.0), (0.5, 60_000, 2, 1.0), (float("nan"), 0, 0, 1.0)],
+)
+def test_severity_stays_in_unit_interval(score, duration, breadth, weight):
+    s = severity(score, duration, breadth, weight)
+    assert 0.0 <= s <= 1.0
+
+
+def test_severity_grows_with_score_duration_and_breadth():
+    base = severity(0.7, 60_000, 1)
+    assert severity(0.9, 60_000, 1) > base
+    assert severity(0.7, 600_000, 1) > base
+    assert severity(0.7, 60_000, 4) > base
