@@ -25,6 +25,7 @@ class Config:
     hot_capacity: int = 8640
     rollup_steps_ms: tuple[int, ...] = (60_000, 300_000, 3_600_000)
     out_of_order_ms: int = 600_000
+    wal_fsync_ms: int = 0
     retention_ms: dict[str, int] = field(default_factory=dict)
     zscore_window_ms: int = 300_000
     zscore_threshold: float = 3.0
@@ -161,6 +162,7 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         hot_capacity=int(number("store.hot_capacity", 8640, 1, 1e9)),
         rollup_steps_ms=steps_ms,
         out_of_order_ms=duration("store.out_of_order_window", "10m"),
+        wal_fsync_ms=duration("store.wal_fsync", "0s"),
         retention_ms={
             t: duration(f"retention.{t}", d)
             for t, d in (("hot", "7d"), ("warm", "30d"), ("cold", "365d"))

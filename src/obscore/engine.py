@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import bisect
 import logging
+import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ from obscore.pipeline import (
 from obscore.store.hot import HotStore, IngestResult
 from obscore.store.query import QueryEngine
 from obscore.store.tiers import RollupTiers
+from obscore.store.wal import WriteAheadLog
 
 logger = logging.getLogger(__name__)
 
@@ -132,7 +134,9 @@ class Engine:
     ----------
     data_dir : str or Path, optional
         Where samples, the series index and rollups are kept between runs.
-        None keeps everything in memory.
+        Every batch is written to a write-ahead log there before ``ingest``
+        or ``flush`` returns; ``close`` checkpoints to Parquet.  None keeps
+        everything in memory.
     config : Config, str or Path, optional
         A loaded :class:`~obscore.config.Config` or the path of a TOML file;
         None uses the defaults.
@@ -169,6 +173,8 @@ class Engine:
         self.dropped: dict[str, int] = {}
         self._handles: dict[str, MetricHandle] = {}
         self._pending: list[tuple[int, int, float]] = []
+        self.wal: WriteAheadLog | None = None
+        self.wal_damage = None
         if self.data_dir is not None:
             self._load()
         logger.info("engine opened: data_dir=%s, %d series", self.data_dir, len(self.index))
@@ -222,14 +228,26 @@ class Engine:
     ) -> None:
         """Record one sample; it is stored at the next flush (or query)."""
         self.spec(name)
-        sid = self.index.add(name, labels)
+        sid = self._add_series(name, labels)
         ts = _now_ms() if ts_ms is None else int(ts_ms)
         self._pending.append((sid, ts, float(value)))
         if len(self._pending) >= 10_000:
             self.flush()
 
+    def _add_series(self, name: str, labels: Mapping[str, str]) -> int:
+        before = len(self.index)
+        sid = self.index.add(name, labels)
+        if self.wal is not None and len(self.index) > before:
+            self.wal.append_series(sid, name, dict(labels))
+        return sid
+
     def flush(self) -> IngestResult:
-        """Store the samples recorded since the last flush."""
+        """Store the samples recorded since the last flush.
+
+        ``record`` buffers samples; they are acknowledged (in the write-ahead
+        log, with a data directory) when ``flush`` returns.  A query flushes
+        first, and so does every 10,000th recorded sample.
+        """
         if not self._pending:
             return IngestResult()
         ids, ts, values = zip(*self._pending)
@@ -260,7 +278,9 @@ class Engine:
                 raise UnknownMetricError(
                     f"batch index names undeclared metrics {unknown!r}; declare them in the config"
                 )
-            self.index.merge(index)
+            for sid in index:
+                if sid not in self.index:
+                    self._add_series(index.name(sid), index.labels(sid))
         return self._store(table)
 
     def _is_declared(self, name: str) -> bool:
@@ -271,6 +291,10 @@ class Engine:
             return False
 
     def _store(self, table: pa.Table) -> IngestResult:
+        if self.wal is not None:
+            self.wal.append_samples(
+                table["series_id"].to_numpy(), table["ts"].to_numpy(), table["value"].to_numpy()
+            )
         result = self.hot.ingest(table)
         for reason, n in result.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -393,6 +417,7 @@ class Engine:
 
     def _load(self) -> None:
         assert self.data_dir is not None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         idx_path = self.data_dir / "series.parquet"
         raw_path = self.data_dir / "samples.parquet"
         if idx_path.exists():
@@ -401,14 +426,26 @@ class Engine:
                 self.index.add(name, dict(labels))
         if raw_path.exists():
             self.hot.ingest(pq.read_table(raw_path))
+        self.wal = WriteAheadLog(self.data_dir / "wal.log", self.config.wal_fsync_ms)
+        replay = self.wal.replay()
+        for _, name, labels in replay.series:
+            self.index.add(name, labels)
+        for ids, ts, values in replay.batches:
+            # rows already in the checkpoint come back as duplicates and are dropped
+            self.hot.ingest(sample_table(ids, ts, values))
+        self.wal_damage = replay.damage
+        if replay.damage is not None:
+            warnings.warn(str(replay.damage), DroppedDataWarning, stacklevel=3)
 
     def close(self) -> None:
-        """Flush and, with a data directory, write the samples and rollups."""
+        """Flush, checkpoint the samples and index to Parquet, empty the log."""
         self.flush()
-        if self.data_dir is not None:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            pq.write_table(self.index.to_table(), self.data_dir / "series.parquet")
-            pq.write_table(self.hot.read_table(), self.data_dir / "samples.parquet", compression="zstd")
+        if self.data_dir is not None and self.wal is not None:
+            _write_atomic(self.index.to_table(), self.data_dir / "series.parquet")
+            _write_atomic(self.hot.read_table(), self.data_dir / "samples.parquet")
+            self.wal.reset()
+            self.wal.close()
+            self.wal = None
             self.rollups.update(self.hot.read_table(), self.counter_ids())
             self.rollups.save()
         logger.info("engine closed: %d series, %d samples stored", len(self.index), self.hot.samples_stored)
@@ -418,3 +455,12 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write Parquet to a temporary name, sync, then rename over ``path``."""
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from sklearn.ensemble import IsolationForest
 
 from obscore._native.iforest import Forest
 from obscore.detect.base import register
@@ -77,6 +76,9 @@ class IsolationForestDetector:
         fill = np.nanmedian(x, axis=0) if len(x) else np.zeros(x.shape[1])
         fill = np.where(np.isfinite(fill), fill, 0.0)
         x = np.where(np.isfinite(x), x, fill)
+        # scikit-learn is imported on first fit: it costs ~1 s at start-up
+        from sklearn.ensemble import IsolationForest
+
         model = IsolationForest(
             n_estimators=self.n_trees,
             max_samples=min(self.max_samples, max(len(x), 1)),

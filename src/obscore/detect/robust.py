@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 
 from obscore.detect.base import register, split_series, z_to_score
@@ -80,6 +79,8 @@ class RobustZScoreDetector:
     def _robust(self, ts: np.ndarray, values: np.ndarray) -> np.ndarray:
         if len(ts) == 0:
             return np.empty(0)
+        import pandas as pd  # imported on first use: it is slow to import
+
         # out-of-order arrivals are treated as arriving at the newest ts
         ts = np.maximum.accumulate(ts)
         x = pd.Series(values, index=pd.to_datetime(ts, unit="ms"))
