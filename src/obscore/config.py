@@ -26,6 +26,7 @@ class Config:
     rollup_steps_ms: tuple[int, ...] = (60_000, 300_000, 3_600_000)
     out_of_order_ms: int = 600_000
     wal_fsync_ms: int = 0
+    on_conflict: str = "reject"
     retention_ms: dict[str, int] = field(default_factory=dict)
     zscore_window_ms: int = 300_000
     zscore_threshold: float = 3.0
@@ -108,6 +109,13 @@ def _get(raw: dict, dotted: str, default: Any) -> Any:
     return node
 
 
+def _choice(raw: dict, key: str, default: str, allowed: tuple[str, ...], source: str) -> str:
+    value = _get(raw, key, default)
+    if value not in allowed:
+        raise ConfigError(f"{source}, {key}: {value!r} is not one of {list(allowed)!r}")
+    return str(value)
+
+
 def _build(raw: dict[str, Any], source: str) -> Config:
     def duration(key: str, default: str) -> int:
         value = _get(raw, key, default)
@@ -163,6 +171,7 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         rollup_steps_ms=steps_ms,
         out_of_order_ms=duration("store.out_of_order_window", "10m"),
         wal_fsync_ms=duration("store.wal_fsync", "0s"),
+        on_conflict=_choice(raw, "store.on_conflict", "reject", ("reject", "last"), source),
         retention_ms={
             t: duration(f"retention.{t}", d)
             for t, d in (("hot", "7d"), ("warm", "30d"), ("cold", "365d"))

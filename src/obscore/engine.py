@@ -160,7 +160,12 @@ class Engine:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.index = SeriesIndex()
-        self.hot = HotStore(self.index, self.config.hot_capacity)
+        self.hot = HotStore(
+            self.index,
+            self.config.hot_capacity,
+            self.config.out_of_order_ms,
+            self.config.on_conflict,
+        )
         self.rollups = RollupTiers(
             self.config.rollup_steps_ms,
             self.data_dir / "rollups" if self.data_dir is not None else None,

@@ -16,7 +16,30 @@ logger = logging.getLogger(__name__)
 INT64_MIN = np.iinfo(np.int64).min
 INT64_MAX = np.iinfo(np.int64).max
 
-_STORED, _OUT_OF_ORDER, _DUPLICATE = 0, 1, 2
+_STORED = 0
+
+#: The staleness marker: a NaN with the bit pattern Prometheus uses, distinct
+#: from an ordinary NaN value.
+STALE_NAN = np.frombuffer(np.uint64(0x7FF0000000000002).tobytes(), np.float64)[0]
+
+
+def is_stale(values: np.ndarray) -> np.ndarray:
+    """True where a value is the staleness marker (not any other NaN)."""
+    return np.asarray(values, np.float64).view(np.uint64) == np.uint64(0x7FF0000000000002)
+
+
+def _merge_late(ts, values, late: dict[int, float], start_ms: int, end_ms: int):
+    extra = sorted((t, v) for t, v in late.items() if start_ms <= t < end_ms)
+    if not extra:
+        return ts, values
+    lt = np.array([t for t, _ in extra], np.int64)
+    lv = np.array([v for _, v in extra], np.float64)
+    # a replaced value ("last" on conflict) wins over the ring's copy
+    keep = ~np.isin(ts, lt)
+    all_ts = np.concatenate([ts[keep], lt])
+    all_v = np.concatenate([values[keep], lv])
+    order = np.argsort(all_ts, kind="stable")
+    return all_ts[order], all_v[order]
 
 
 @dataclass(slots=True)
@@ -52,18 +75,43 @@ class HotStore:
         The series the store may hold; a row whose id is not in it is dropped.
     capacity : int
         Samples kept per series; the oldest is overwritten when a series is full.
+    out_of_order_ms : int
+        How far behind the newest sample of its series a sample may arrive
+        and still be stored (10m by default).
+    on_conflict : {"reject", "last"}
+        What a second, different value for a stored timestamp does: rejected
+        and counted (default), or replaces the stored value ("last").
 
     Notes
     -----
-    Within one series, a sample older than the newest stored one is rejected
-    (reason ``out_of_order``), a repeated timestamp is dropped (``duplicate``).
-    Rows of a batch are ordered by time per series before they are stored, so a
-    batch may arrive in any order.  NaN is a value like any other.
+    The sample rules, applied per series:
+
+    - rows of a batch may arrive in any order; they are sorted by time first;
+    - a sample older than the newest stored one by at most ``out_of_order_ms``
+      is stored; older than that it is dropped (reason ``too_old``);
+    - a repeated timestamp with the same value (bit for bit, so NaN repeats
+      NaN) is dropped silently; with a different value it is dropped and
+      counted (reason ``conflict``), or replaces the value with
+      ``on_conflict="last"``;
+    - NaN is a value like any other; staleness is marked by
+      :data:`STALE_NAN`, a NaN with its own bit pattern.
     """
 
-    def __init__(self, index: SeriesIndex, capacity: int = 8640) -> None:
+    def __init__(
+        self,
+        index: SeriesIndex,
+        capacity: int = 8640,
+        out_of_order_ms: int = 600_000,
+        on_conflict: str = "reject",
+    ) -> None:
+        if on_conflict not in ("reject", "last"):
+            raise ValueError(f"on_conflict must be 'reject' or 'last', got {on_conflict!r}")
         self.index = index
         self.capacity = int(capacity)
+        self.out_of_order_ms = int(out_of_order_ms)
+        self.on_conflict = on_conflict
+        # accepted late samples and replaced values, per slot: {ts: value}
+        self._late: dict[int, dict[int, float]] = {}
         self._rings = RingBuffers(self.capacity, 0)
         self._slot_of: dict[int, int] = {}
         self._ids = np.empty(0, dtype=np.uint64)
@@ -125,26 +173,56 @@ class HotStore:
         values = np.ascontiguousarray(values[order])
         status = np.empty(len(ts), dtype=np.uint8)
         result.stored = int(self._rings.push(slots, ts, values, status))
-        for code, reason in ((_OUT_OF_ORDER, "out_of_order"), (_DUPLICATE, "duplicate")):
-            bad = status == code
-            if bad.any():
-                i = int(np.flatnonzero(bad)[0])
-                sid = int(self._ids[slots[i]])
-                result.dropped[reason] = int(bad.sum())
-                result.first_bad[reason] = (
-                    f"{self.index.describe(sid)} at ts {int(ts[i])}"
-                )
+        for i in np.flatnonzero(status != _STORED).tolist():
+            reason = self._place_late(int(slots[i]), int(ts[i]), float(values[i]))
+            if reason is None:
+                continue
+            if reason == "stored":
+                result.stored += 1
+                continue
+            sid = int(self._ids[slots[i]])
+            result.dropped[reason] = result.dropped.get(reason, 0) + 1
+            result.first_bad.setdefault(reason, f"{self.index.describe(sid)} at ts {int(ts[i])}")
         self.samples_stored += result.stored
         return result
+
+    def _stored_value(self, slot: int, ts: int) -> float | None:
+        late = self._late.get(slot)
+        if late is not None and ts in late:
+            return late[ts]
+        t, v = self._rings.read(slot, ts, ts + 1)
+        return float(v[0]) if len(t) else None
+
+    def _place_late(self, slot: int, ts: int, value: float) -> str | None:
+        """Apply the sample rules to a row the ring did not take.
+
+        Returns None (dropped silently), "stored", or the reason it was dropped.
+        """
+        old = self._stored_value(slot, ts)
+        if old is not None:
+            if np.float64(old).tobytes() == np.float64(value).tobytes():
+                return None
+            if self.on_conflict == "reject":
+                return "conflict"
+            self._late.setdefault(slot, {})[ts] = value
+            return "stored"
+        if ts < self._rings.last_ts(slot) - self.out_of_order_ms:
+            return "too_old"
+        self._late.setdefault(slot, {})[ts] = value
+        return "stored"
 
     # --- read ----------------------------------------------------------------
 
     def read(self, sid: int, start_ms: int = INT64_MIN, end_ms: int = INT64_MAX):
-        """``(ts, values)`` of one series with ``start_ms <= ts < end_ms``."""
+        """``(ts, values)`` of one series with ``start_ms <= ts < end_ms``, by time."""
         slot = self._slot_of.get(sid)
         if slot is None:
             return np.empty(0, np.int64), np.empty(0, np.float64)
-        return self._rings.read(slot, int(start_ms), int(end_ms))
+        ts, values = self._rings.read(slot, int(start_ms), int(end_ms))
+        late = self._late.get(slot)
+        if late:
+            return _merge_late(ts, values, late, int(start_ms), int(end_ms))
+        return ts, values
 
     def read_table(
         self, sids=None, start_ms: int = INT64_MIN, end_ms: int = INT64_MAX
@@ -156,8 +234,14 @@ class HotStore:
         slots = np.array([self._slot_of[s] for s in known], dtype=np.int64)
         if len(slots) == 0:
             return SAMPLE_SCHEMA.empty_table()
-        which, ts, values = self._rings.read_many(slots, int(start_ms), int(end_ms))
-        ids = self._ids[slots[which]] if len(which) else np.empty(0, np.uint64)
+        if any(self._late.get(int(x)) for x in slots):
+            parts = [self.read(s, start_ms, end_ms) for s in known]
+            ids = np.concatenate([np.full(len(p[0]), s, np.uint64) for s, p in zip(known, parts)])
+            ts = np.concatenate([p[0] for p in parts])
+            values = np.concatenate([p[1] for p in parts])
+        else:
+            which, ts, values = self._rings.read_many(slots, int(start_ms), int(end_ms))
+            ids = self._ids[slots[which]] if len(which) else np.empty(0, np.uint64)
         return pa.Table.from_arrays(
             [pa.array(ids, pa.uint64()), pa.array(ts), pa.array(values)],
             schema=SAMPLE_SCHEMA,
