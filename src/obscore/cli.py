@@ -24,6 +24,7 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> bool:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from obscore.catalogue import from_platform
     from obscore.engine import Engine
     from obscore.report import write_demo_report
     from obscore.sim import simulate
@@ -35,8 +36,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     sim = simulate(seed=args.seed, hours=args.hours)
     steps.update()
     steps.set_postfix_str("ingesting")
-    engine = Engine(dependencies=sim.platform.dependencies)
+    engine = Engine(catalogue=from_platform(sim.platform))
     engine.ingest(sim.table, sim.index)
+    _record_demo_changes(engine, sim, args.seed)
     steps.update()
     steps.set_postfix_str("detecting")
     result = engine.run_pipeline(sim.start_ms, sim.end_ms, sim.step_ms)
@@ -63,6 +65,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print("Alerts (by start time; severity in [0, 1], xN = repeats folded):")
     for al in sorted(alerts, key=lambda a: a.start_ms):
         print(f"  {_when(al.start_ms)}  sev {al.severity:.2f}  x{al.count:<3d} incident {al.incident_id:<3}  {al.summary}")
+        ann = al.annotations
+        print(f"      owner {ann.get('owner', 'unknown')}, region {ann.get('region', 'unknown')}, "
+              f"changes: {ann.get('changes', 'none')}")
     print()
     detected = first = 0
     for n, (truth, inc, diag) in enumerate(matches, 1):
@@ -82,6 +87,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"Detected {detected} of {len(matches)} injected incidents; true cause service ranked first for {first} of {len(matches)}.")
     print(f"Report: {report}  ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _record_demo_changes(engine, sim, seed: int) -> None:
+    """Deploys as a platform would log them: one before each bad deploy, a few harmless."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed + 1)
+    for truth in sim.incidents:
+        if truth.kind == "bad_deploy":
+            engine.record_event(truth.service, "deploy", f"release of {truth.service}",
+                                ts_ms=truth.start_ms - 60_000, region=truth.region)
+    for _ in range(4):
+        svc = str(rng.choice(sim.platform.services))
+        ts = int(rng.integers(sim.start_ms, sim.end_ms))
+        engine.record_event(svc, "deploy", f"routine release of {svc}", ts_ms=ts)
 
 
 def cmd_detect(args: argparse.Namespace) -> int:

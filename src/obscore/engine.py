@@ -10,6 +10,7 @@ import os
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from obscore.alert import Alert, AlertBook
+from obscore.catalogue import Catalogue, ChangeEvent, Service, from_config
 from obscore.config import Config, load_config
 from obscore.diagnose import Diagnosis, diagnose
 from obscore.errors import DroppedDataWarning, InvalidSampleError, UnknownMetricError
@@ -34,6 +36,7 @@ from obscore.pipeline import (
     PipelineResult,
     derive_signals,
     detect_runs,
+    enrich,
     group_incidents,
     raise_alerts,
 )
@@ -141,7 +144,11 @@ class Engine:
         A loaded :class:`~obscore.config.Config` or the path of a TOML file;
         None uses the defaults.
     dependencies : mapping, optional
-        Service dependency graph (caller -> callees) used by diagnosis.
+        Service dependency graph (caller -> callees), when no catalogue says it.
+    catalogue : Catalogue, optional
+        Services with owners, regions, hosts and dependencies; by default the
+        ``[[services]]`` of the config.  Used to enrich anomalies, group them
+        into incidents and diagnose them.
 
     Examples
     --------
@@ -156,6 +163,7 @@ class Engine:
         data_dir: str | Path | None = None,
         config: Config | str | Path | None = None,
         dependencies: Mapping[str, Sequence[str]] | None = None,
+        catalogue: Catalogue | None = None,
     ) -> None:
         self.config = config if isinstance(config, Config) else load_config(config)
         self.data_dir = Path(data_dir) if data_dir is not None else None
@@ -171,7 +179,11 @@ class Engine:
             self.data_dir / "rollups" if self.data_dir is not None else None,
         )
         self.queries = QueryEngine(self.index, self.hot.read, self.config.metrics)
-        self.dependencies = dict(dependencies) if dependencies else None
+        self.catalogue = catalogue if catalogue is not None else from_config(self.config.raw)
+        if dependencies:
+            for name, callees in dependencies.items():
+                old = self.catalogue.get(name) or Service(name)
+                self.catalogue.add(replace(old, dependencies=tuple(callees)))
         self.alert_book = AlertBook(self.config.dedup_window_ms)
         self.incidents: list[Incident] = []
         self.last_result: PipelineResult | None = None
@@ -391,7 +403,8 @@ class Engine:
             anomalies.extend(
                 detect_runs(sig, self.config.zscore_window_ms, self.config.zscore_threshold)
             )
-        incidents = group_incidents(anomalies)
+        anomalies = enrich(anomalies, self.catalogue, self.config.metrics)
+        incidents = group_incidents(anomalies, self.catalogue)
         alerts = raise_alerts(self.alert_book, incidents, self.config.metrics)
         self.incidents = incidents
         self.last_result = PipelineResult({s.key: s for s in signals}, anomalies, incidents, alerts)
@@ -400,6 +413,18 @@ class Engine:
             len(signals), len(anomalies), len(incidents), len(alerts),
         )
         return self.last_result
+
+    def record_event(
+        self, service: str, kind: str, description: str = "", *, ts_ms: int | None = None,
+        region: str | None = None,
+    ) -> ChangeEvent:
+        """Record a change event (``deploy``, ``config``, ``scaling``, ``feature_flag``, ``other``)."""
+        event = self.catalogue.record_event(
+            _now_ms() if ts_ms is None else ts_ms, service, kind, description, region
+        )
+        if self.data_dir is not None:
+            self.catalogue.save_events(self.data_dir / "events.json")
+        return event
 
     def alerts(self) -> list[Alert]:
         return list(self.alert_book.alerts)
@@ -411,7 +436,7 @@ class Engine:
         return diagnose(
             incident,
             self.last_result.signals,
-            self.dependencies,
+            self.catalogue.dependencies() or None,
             correlation_window_ms=cfg.correlation_window_ms,
             min_correlation=cfg.min_correlation,
             granger_alpha=cfg.granger_alpha,
@@ -431,6 +456,7 @@ class Engine:
                 self.index.add(name, dict(labels))
         if raw_path.exists():
             self.hot.ingest(pq.read_table(raw_path))
+        self.catalogue.load_events(self.data_dir / "events.json")
         self.wal = WriteAheadLog(self.data_dir / "wal.log", self.config.wal_fsync_ms)
         replay = self.wal.replay()
         for _, name, labels in replay.series:

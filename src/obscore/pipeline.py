@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from obscore.alert import Alert, AlertBook
+from obscore.catalogue import Catalogue
 from obscore.detect.ensemble import DefaultDetector
 from obscore.model import LabelSet, MetricKind, MetricSpec, sample_table
 from obscore.store.query import QueryEngine
@@ -56,6 +57,15 @@ class Anomaly:
     peak_ms: int
     peak_z: float
     score: float
+    context: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def service(self) -> str | None:
+        return self.labels.get("service")
+
+    @property
+    def region(self) -> str | None:
+        return self.labels.get("region")
 
 
 @dataclass(slots=True)
@@ -212,20 +222,104 @@ def _runs(mask: np.ndarray, min_run: int, max_gap: int) -> list[tuple[int, int]]
     ]
 
 
-def group_incidents(anomalies: Sequence[Anomaly], gap_ms: int = 900_000) -> list[Incident]:
-    """Group anomalies whose time spans lie within ``gap_ms`` of each other."""
+def enrich(
+    anomalies: Sequence[Anomaly],
+    catalogue: Catalogue | None,
+    specs: Mapping[str, MetricSpec],
+    change_lookback_ms: int = 3_600_000,
+) -> list[Anomaly]:
+    """Attach the context of each anomaly's series and metric.
+
+    Context keys: ``service``, ``owner``, ``tier``, ``region``, ``upstream``
+    and ``downstream`` services, ``changes`` (change events of the service or
+    its neighbours within ``change_lookback_ms`` before the start), and the
+    metric's ``kind``, ``unit`` and ``group``.  A series with no catalogue
+    entry gets ``owner`` and ``tier`` "unknown".
+    """
+    out = []
+    for a in anomalies:
+        svc = a.service
+        entry = catalogue.get(svc) if catalogue is not None else None
+        spec = specs.get(a.metric)
+        ctx: dict = {
+            "service": svc or "unknown",
+            "owner": entry.owner if entry else "unknown",
+            "tier": entry.tier if entry else "unknown",
+            "region": a.region or "unknown",
+            "upstream": list(catalogue.callers(svc)) if entry and catalogue else [],
+            "downstream": list(catalogue.callees(svc)) if entry and catalogue else [],
+            "kind": spec.kind.value if spec else "unknown",
+            "unit": spec.unit if spec else "",
+            "group": spec.group if spec else "unknown",
+            "changes": [],
+        }
+        if catalogue is not None:
+            near = {svc, *ctx["upstream"], *ctx["downstream"]} if svc else None
+            ctx["changes"] = [
+                str(e) for e in catalogue.events_before(a.start_ms, change_lookback_ms, near)
+                if e.region in (None, a.region) or a.region is None
+            ]
+        out.append(replace(a, context=ctx))
+    return out
+
+
+def _related(a: Anomaly, inc: Incident, catalogue: Catalogue | None, max_hops: int) -> str | None:
+    """Why ``a`` belongs to ``inc``, or None when it does not."""
+    for m in inc.anomalies:
+        if a.service is not None and a.service == m.service:
+            return f"same service {a.service!r} as {m.signal}"
+    for m in inc.anomalies:
+        if a.service is None or m.service is None:
+            if a.region is not None and a.region == m.region:
+                return f"same region {a.region!r} as {m.signal}"
+            continue
+        if catalogue is not None:
+            hops = catalogue.distance(a.service, m.service, max_hops)
+            if hops is not None:
+                return f"{a.service!r} is {hops} hop(s) from {m.service!r} in the dependency graph"
+        elif a.region is not None and a.region == m.region:
+            return f"same region {a.region!r} as {m.signal}"
+    return None
+
+
+def group_incidents(
+    anomalies: Sequence[Anomaly],
+    catalogue: Catalogue | None = None,
+    quiet_ms: int = 900_000,
+    max_hops: int = 1,
+) -> list[Incident]:
+    """Group anomalies into incidents by time, place and dependency.
+
+    An anomaly joins an open incident (one whose last anomaly ended less than
+    ``quiet_ms`` before this one started) when it shares a service with it, or
+    its service is within ``max_hops`` of one of the incident's services in the
+    dependency graph, or (for series without a service) it shares a region.
+    Joining two open incidents merges them.  Each incident records why each
+    member joined.  Unrelated anomalies at the same time stay apart.
+    """
     incidents: list[Incident] = []
-    for a in sorted(anomalies, key=lambda a: a.start_ms):
-        current = incidents[-1] if incidents else None
-        if current is not None and a.start_ms <= current.end_ms + gap_ms:
-            current.anomalies.append(a)
-            current.end_ms = max(current.end_ms, a.end_ms)
-            current.reasons.append(
-                f"{a.signal} started within {gap_ms // 60_000}m of the incident"
-            )
-        else:
-            incidents.append(Incident(len(incidents) + 1, a.start_ms, a.end_ms, [a]))
-    return incidents
+    next_id = 1
+    for a in sorted(anomalies, key=lambda a: (a.start_ms, a.signal)):
+        open_ = [i for i in incidents if a.start_ms <= i.end_ms + quiet_ms]
+        hits = [(i, why) for i in open_ if (why := _related(a, i, catalogue, max_hops))]
+        if not hits:
+            incidents.append(Incident(next_id, a.start_ms, a.end_ms, [a], [f"{a.signal} opened the incident"]))
+            next_id += 1
+            continue
+        target, why = hits[0]
+        target.anomalies.append(a)
+        target.end_ms = max(target.end_ms, a.end_ms)
+        target.reasons.append(f"{a.signal} joined: {why}")
+        for other, why2 in hits[1:]:
+            target.anomalies.extend(other.anomalies)
+            target.reasons.extend(other.reasons)
+            target.reasons.append(f"merged incident {other.id}: {why2}")
+            target.start_ms = min(target.start_ms, other.start_ms)
+            target.end_ms = max(target.end_ms, other.end_ms)
+            incidents.remove(other)
+    for k, inc in enumerate(sorted(incidents, key=lambda i: i.start_ms), 1):
+        inc.id = k
+    return sorted(incidents, key=lambda i: i.start_ms)
 
 
 def raise_alerts(
@@ -252,6 +346,12 @@ def raise_alerts(
                 weight=spec.weight if spec else 1.0,
                 incident_id=inc.id,
             )
+            if is_new and a.context:
+                alert.annotations.update(
+                    owner=str(a.context.get("owner", "unknown")),
+                    region=str(a.context.get("region", "unknown")),
+                    changes="; ".join(a.context.get("changes", [])) or "none",
+                )
             if is_new:
                 new.append(alert)
     return new
