@@ -263,22 +263,41 @@ def enrich(
     return out
 
 
-def _related(a: Anomaly, inc: Incident, catalogue: Catalogue | None, max_hops: int) -> str | None:
-    """Why ``a`` belongs to ``inc``, or None when it does not."""
-    for m in inc.anomalies:
-        if a.service is not None and a.service == m.service:
-            return f"same service {a.service!r} as {m.signal}"
-    for m in inc.anomalies:
-        if a.service is None or m.service is None:
-            if a.region is not None and a.region == m.region:
-                return f"same region {a.region!r} as {m.signal}"
-            continue
-        if catalogue is not None:
-            hops = catalogue.distance(a.service, m.service, max_hops)
+class _Members:
+    """What an open incident holds, indexed for quick "is this related" checks."""
+
+    __slots__ = ("incident", "services", "regions")
+
+    def __init__(self, incident: Incident) -> None:
+        self.incident = incident
+        self.services: dict[str, str] = {}  # service -> first signal
+        self.regions: dict[str, str] = {}  # region -> first signal
+
+    def add(self, a: Anomaly) -> None:
+        if a.service is not None:
+            self.services.setdefault(a.service, a.signal)
+        if a.region is not None:
+            self.regions.setdefault(a.region, a.signal)
+
+    def absorb(self, other: _Members) -> None:
+        for k, v in other.services.items():
+            self.services.setdefault(k, v)
+        for k, v in other.regions.items():
+            self.regions.setdefault(k, v)
+
+
+def _related(a: Anomaly, m: _Members, neighbours: dict[str, int]) -> str | None:
+    """Why ``a`` belongs with the members ``m``, or None when it does not."""
+    if a.service is not None:
+        if a.service in m.services:
+            return f"same service {a.service!r} as {m.services[a.service]}"
+        for svc in m.services:
+            hops = neighbours.get(svc)
             if hops is not None:
-                return f"{a.service!r} is {hops} hop(s) from {m.service!r} in the dependency graph"
-        elif a.region is not None and a.region == m.region:
-            return f"same region {a.region!r} as {m.signal}"
+                return f"{a.service!r} is {hops} hop(s) from {svc!r} in the dependency graph"
+        return None
+    if a.region is not None and a.region in m.regions:
+        return f"same region {a.region!r} as {m.regions[a.region]}"
     return None
 
 
@@ -293,33 +312,61 @@ def group_incidents(
     An anomaly joins an open incident (one whose last anomaly ended less than
     ``quiet_ms`` before this one started) when it shares a service with it, or
     its service is within ``max_hops`` of one of the incident's services in the
-    dependency graph, or (for series without a service) it shares a region.
-    Joining two open incidents merges them.  Each incident records why each
-    member joined.  Unrelated anomalies at the same time stay apart.
+    dependency graph, or (for series without a service label) it shares a
+    region.  Joining two open incidents merges them.  Each incident records
+    why each member joined.  Unrelated anomalies at the same time stay apart.
+
+    Notes
+    -----
+    Cost is linear in the anomalies times the open incidents; a dependency
+    cycle is walked with a visited set and cannot hang the grouping.
     """
-    incidents: list[Incident] = []
-    next_id = 1
+    groups: list[_Members] = []
+    closed: list[Incident] = []
+    near_cache: dict[str, dict[str, int]] = {}
+
+    def neighbours(service: str | None) -> dict[str, int]:
+        if service is None or catalogue is None:
+            return {}
+        if service not in near_cache:
+            near: dict[str, int] = {}
+            for other in catalogue.services:
+                hops = catalogue.distance(service, other, max_hops)
+                if hops:
+                    near[other] = hops
+            near_cache[service] = near
+        return near_cache[service]
+
     for a in sorted(anomalies, key=lambda a: (a.start_ms, a.signal)):
-        open_ = [i for i in incidents if a.start_ms <= i.end_ms + quiet_ms]
-        hits = [(i, why) for i in open_ if (why := _related(a, i, catalogue, max_hops))]
+        still_open = []
+        for g in groups:
+            (still_open if a.start_ms <= g.incident.end_ms + quiet_ms else closed).append(g)
+        groups = still_open
+        near = neighbours(a.service)
+        hits = [(g, why) for g in groups if (why := _related(a, g, near))]
         if not hits:
-            incidents.append(Incident(next_id, a.start_ms, a.end_ms, [a], [f"{a.signal} opened the incident"]))
-            next_id += 1
+            g = _Members(Incident(0, a.start_ms, a.end_ms, [a], [f"{a.signal} opened the incident"]))
+            g.add(a)
+            groups.append(g)
             continue
         target, why = hits[0]
-        target.anomalies.append(a)
-        target.end_ms = max(target.end_ms, a.end_ms)
-        target.reasons.append(f"{a.signal} joined: {why}")
+        inc = target.incident
+        inc.anomalies.append(a)
+        inc.end_ms = max(inc.end_ms, a.end_ms)
+        inc.reasons.append(f"{a.signal} joined: {why}")
+        target.add(a)
         for other, why2 in hits[1:]:
-            target.anomalies.extend(other.anomalies)
-            target.reasons.extend(other.reasons)
-            target.reasons.append(f"merged incident {other.id}: {why2}")
-            target.start_ms = min(target.start_ms, other.start_ms)
-            target.end_ms = max(target.end_ms, other.end_ms)
-            incidents.remove(other)
-    for k, inc in enumerate(sorted(incidents, key=lambda i: i.start_ms), 1):
+            inc.anomalies.extend(other.incident.anomalies)
+            inc.reasons.extend(other.incident.reasons)
+            inc.reasons.append(f"merged with the incident opened by {other.incident.first.signal}: {why2}")
+            inc.start_ms = min(inc.start_ms, other.incident.start_ms)
+            inc.end_ms = max(inc.end_ms, other.incident.end_ms)
+            target.absorb(other)
+            groups.remove(other)
+    incidents = sorted((g.incident for g in (*closed, *groups)), key=lambda i: i.start_ms)
+    for k, inc in enumerate(incidents, 1):
         inc.id = k
-    return sorted(incidents, key=lambda i: i.start_ms)
+    return incidents
 
 
 def raise_alerts(
