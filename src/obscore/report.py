@@ -35,8 +35,18 @@ def plot_signals(path: Path, title: str, signals, alerts, span: tuple[int, int],
         if truth is not None:
             ax.axvspan((truth.start_ms - lo) / 3_600_000, (truth.end_ms - lo) / 3_600_000, color="#999999", alpha=0.15)
         for al in alerts:
-            if al.labels.get("service") == sig.labels.get("service") and al.labels["alertname"] == f"{sig.metric}_anomaly" and al.labels.get("region") == sig.labels.get("region"):
-                ax.axvspan((al.start_ms - lo) / 3_600_000, (al.end_ms - lo) / 3_600_000 + 1 / 360, color="#c0392b", alpha=0.35)
+            if al.end_ms < lo or al.start_ms > hi:
+                continue
+            same = (
+                al.labels.get("alertname") == f"{sig.metric}_anomaly"
+                and al.labels.get("service") == sig.labels.get("service")
+                and al.labels.get("region") == sig.labels.get("region")
+            )
+            if same:
+                a0 = (max(al.start_ms, lo) - lo) / 3_600_000
+                a1 = (min(al.end_ms, hi) - lo) / 3_600_000 + 1 / 360
+                ax.axvspan(a0, a1, color="#c0392b", alpha=0.35)
+        ax.set_xlim(0, (hi - lo) / 3_600_000)
     axes[-1, 0].set_xlabel(f"hours after {_when(lo)} UTC (grey: injected incident, red: alerts)", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -91,11 +101,20 @@ def write_demo_report(
             for r, c in enumerate(diag.candidates[:3], 1):
                 ev = ", ".join(f"{k} {v:.2f}" for k, v in c.evidence.items())
                 lines.append(f"| {r} | {c.service} | {c.metric} | {c.confidence:.2f} | {ev} |")
+        ranked = sorted(inc.anomalies, key=lambda a: -abs(a.peak_z))
+
+        def best(service: str, metric: str) -> list[str]:
+            # the most anomalous signal of that service and metric, else any of them
+            hit = [a.signal for a in ranked if a.service == service and a.metric == metric]
+            return hit[:1] or [
+                s.key for s in result.signals.values() if s.service == service and s.metric == metric
+            ][:1]
+
         keys = []
         if diag is not None and diag.top is not None:
-            keys += [s.key for s in result.signals.values() if s.service == diag.top.service and s.metric == diag.top.metric][:1]
-        keys += [s.key for s in result.signals.values() if s.service == truth.service and s.metric == truth.metric][:1]
-        keys += [a.signal for a in sorted(inc.anomalies, key=lambda a: -abs(a.peak_z))]
+            keys += best(diag.top.service, diag.top.metric)
+        keys += best(truth.service, truth.metric)
+        keys += [a.signal for a in ranked]
         seen: list[str] = []
         for k in keys:
             if k not in seen:
