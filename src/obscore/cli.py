@@ -135,6 +135,53 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    if args.suite == "nab":
+        from obscore.detect.evaluate import evaluate_nab, load_nab
+
+        corpus = load_nab(args.path)
+        bar = tqdm(total=len(corpus.names), desc="nab", unit="file", file=sys.stderr, disable=args.quiet)
+        result = evaluate_nab(corpus, args.detector, args.threshold, progress=lambda _name: bar.update())
+        bar.close()
+        if args.json:
+            print(json.dumps(result, indent=2, allow_nan=False))
+            return 0
+        print(f"NAB, detector {args.detector!r}, declared threshold {args.threshold:g} "
+              f"({result.get('runtime_s', float('nan')):.1f} s)")
+        print(f"{'profile':<22} {'alerts@declared':>16} {'best threshold':>15} {'score':>8}")
+        for profile, res in result["profiles"].items():
+            best = res["best"]
+            print(f"{profile:<22} {res['alerts']['score']:>16.2f} {best['threshold']:>15.3g} {best['score']:>8.2f}")
+        return 0
+    if args.suite == "smd":
+        from obscore.detect.evaluate import evaluate_smd
+
+        bar = tqdm(desc="smd", unit="machine", file=sys.stderr, disable=args.quiet)
+        result = evaluate_smd(args.path, threshold=args.threshold, progress=lambda _name: bar.update())
+        bar.close()
+        print(json.dumps(result, indent=2, allow_nan=False) if args.json else _smd_table(result))
+        return 0
+    if args.suite == "rca":
+        from obscore.diagnose.evaluate import evaluate_dataset
+
+        result = evaluate_dataset(args.dataset, args.path)
+        print(json.dumps(result, indent=2, allow_nan=False))
+        return 0
+    raise AssertionError(args.suite)
+
+
+def _smd_table(result: dict) -> str:
+    lines = [f"{'machine':<12} {'F1':>6} {'F1 (point-adjusted)':>20}"]
+    for name, m in result.get("machines", {}).items():
+        lines.append(f"{name:<12} {m['point']['f1']:>6.3f} {m['adjusted']['f1']:>20.3f}")
+    avg = result.get("average", {})
+    if avg:
+        lines.append(f"{'average':<12} {avg['point']['f1']:>6.3f} {avg['adjusted']['f1']:>20.3f}")
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obscore", description="An embeddable observability engine.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
@@ -152,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--out", required=True, help="folder for the scored CSV files")
     det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     det.set_defaults(func=cmd_detect)
+
+    ev = sub.add_parser("eval", help="evaluate detectors or diagnosis on labelled benchmarks")
+    ev.add_argument("suite", choices=["nab", "smd", "rca"], help="which benchmark")
+    ev.add_argument("path", help="the benchmark's folder (e.g. ../shared/data/nab)")
+    ev.add_argument("--detector", default="default", help="registered detector name (nab)")
+    ev.add_argument("--threshold", type=float, default=0.5, help="declared alert threshold (default 0.5)")
+    ev.add_argument("--dataset", default="sim", help="rca dataset layout: sim, sockshop1, petshop, smd")
+    ev.add_argument("--json", action="store_true", help="print the full result as JSON")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

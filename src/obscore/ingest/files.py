@@ -117,7 +117,9 @@ def read_csv(path: str | Path) -> CsvSeries:
             lines.append(lineno)
             raw.append(parts[0].strip())
     if problems:
-        logger.warning("%s: %d bad rows (first: %s)", name, len(problems), problems[0])
+        # rows that were skipped lose data: warn; kept oddities are only noted
+        level = logging.WARNING if any(not p.kept for p in problems) else logging.INFO
+        logger.log(level, "%s: %d bad rows (first: %s)", name, len(problems), problems[0])
     return CsvSeries(
         name,
         np.array(ts, dtype=np.int64),
