@@ -23,7 +23,7 @@ from obscore.store.query import QueryEngine
 
 logger = logging.getLogger(__name__)
 
-GROUP_LABELS = ("service", "region")
+GROUP_LABELS = ("service", "region", "error_type", "direction")
 
 
 @dataclass(slots=True)
@@ -34,6 +34,7 @@ class Signal:
     labels: LabelSet
     ts: np.ndarray
     values: np.ndarray
+    count_window_s: float | None = None  # set for rates of counted events
 
     @property
     def key(self) -> str:
@@ -120,7 +121,11 @@ def derive_signals(
             table = query.range(name, fn="rate", window_ms=rate_window_ms, agg="sum", **common)
         else:
             table = query.range(name, agg="max", **common)
-        signals.extend(_split(name, table, by))
+        counted = spec.kind is MetricKind.COUNTER and not spec.unit
+        for sig in _split(name, table, by):
+            if counted:
+                sig.count_window_s = rate_window_ms / 1000.0
+            signals.append(sig)
     return signals
 
 
@@ -175,6 +180,7 @@ def detect_runs(
         confirm=confirm,
         drift=drift,
         min_samples=2,
+        count_window_s=signal.count_window_s,
     )
     _, zr, score = detector.components(batch)
     zr = np.nan_to_num(zr, nan=0.0)

@@ -56,6 +56,8 @@ class DefaultDetector:
     drift : robust |z| that alone is an anomaly.
     min_samples : each window is widened to hold at least this many samples
         at the series' median interval.
+    count_window_s : for rates of counted events, see
+        :class:`~obscore.detect.robust.RobustZScoreDetector`.
     """
 
     name = "default"
@@ -68,7 +70,9 @@ class DefaultDetector:
         confirm: float = 5.0,
         drift: float = 10.0,
         min_samples: int = 30,
+        count_window_s: float | None = None,
     ) -> None:
+        self.count_window_s = count_window_s
         self.window_ms = int(window_ms)
         self.threshold = float(threshold)
         self.baseline_ms = int(baseline_ms)
@@ -92,7 +96,9 @@ class DefaultDetector:
                 if len(ts) > 1:
                     gap = float(np.median(np.diff(ts)))
                     base = max(base, int(gap * self.min_samples * 2))
-                robust = self._robust[sid] = RobustZScoreDetector(base, self.confirm)
+                robust = self._robust[sid] = RobustZScoreDetector(
+                    base, self.confirm, count_window_s=self.count_window_s
+                )
             zr = robust.zscores(one)
             # the fast scores of the last window carry over between batches
             prev_ts, prev_z = self._recent.get(sid, (np.empty(0, np.int64), np.empty(0)))

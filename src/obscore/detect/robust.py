@@ -35,6 +35,11 @@ class RobustZScoreDetector:
     rel_floor : float
         The scale is at least this fraction of the median's magnitude, so a
         flat window does not turn noise into alarms.
+    count_window_s : float, optional
+        For a rate of counted events (errors per second measured over this
+        many seconds), the scale is at least the Poisson noise of such a
+        rate, ``sqrt(max(median, 1 / w) / w)``: a handful of rare events is
+        not an anomaly.
 
     Notes
     -----
@@ -52,11 +57,13 @@ class RobustZScoreDetector:
         threshold: float = 5.0,
         min_samples: int = 30,
         rel_floor: float = 0.01,
+        count_window_s: float | None = None,
     ) -> None:
         self.window_ms = int(window_ms)
         self.threshold = float(threshold)
         self.min_samples = int(min_samples)
         self.rel_floor = float(rel_floor)
+        self.count_window_s = count_window_s
         self._tails: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def zscores(self, batch: Any) -> np.ndarray:
@@ -88,6 +95,9 @@ class RobustZScoreDetector:
         med = roll.median().to_numpy()
         iqr = (roll.quantile(0.75) - roll.quantile(0.25)).to_numpy()
         scale = np.maximum(iqr / _IQR_TO_STD, self.rel_floor * np.abs(med))
+        if self.count_window_s:
+            w = float(self.count_window_s)
+            scale = np.maximum(scale, np.sqrt(np.maximum(np.abs(med), 1.0 / w) / w))
         scale = np.maximum(scale, 1e-12)
         z = (values - med) / scale
         return np.where(np.isnan(med), 0.0, z)

@@ -28,7 +28,9 @@ import numpy as np
 
 from obscore.correlate import granger_best, lagged_correlation
 
-WEIGHTS = {"anomalous": 2.0, "strength": 1.0, "onset": 2.5, "graph": 1.5, "granger": 1.0, "correlation": 0.5}
+STRONG_Z = 10.0
+
+WEIGHTS = {"anomalous": 2.0, "strength": 2.0, "onset": 2.5, "graph": 1.5, "granger": 1.0, "correlation": 0.5}
 
 
 @dataclass(slots=True)
@@ -68,6 +70,25 @@ def _window(sig, start_ms: int, end_ms: int) -> np.ndarray:
     return sig.values[lo:hi]
 
 
+def _relative_change(sigs, anomalies, baseline_ms: int) -> float:
+    """Largest |median during the anomaly - median before| / |median before|."""
+    best = 0.0
+    by_key = {s.key: s for s in sigs}
+    for a in anomalies:
+        sig = by_key.get(a.signal)
+        if sig is None:
+            continue
+        before = _window(sig, a.start_ms - baseline_ms, a.start_ms - 60_000)
+        during = _window(sig, a.start_ms, a.end_ms)
+        before, during = before[np.isfinite(before)], during[np.isfinite(during)]
+        if len(before) == 0 or len(during) == 0:
+            continue
+        pre, post = float(np.median(before)), float(np.median(during))
+        scale = max(abs(pre), float(np.percentile(np.abs(before), 90)) * 0.1, 1e-9)
+        best = max(best, abs(post - pre) / scale)
+    return best
+
+
 def diagnose(
     incident,
     signals: Mapping[str, object],
@@ -93,36 +114,52 @@ def diagnose(
     -------
     Diagnosis
         Candidates ranked by confidence (they sum to 1).
+
+    Notes
+    -----
+    The onset reference is the earliest start among the incident's strong
+    anomalies (robust peak |z| of at least ``STRONG_Z``), so a weak anomaly
+    that happened to open the incident does not set the clock; weak ones are
+    not candidates either.
     """
     start = incident.start_ms - correlation_window_ms
     end = incident.end_ms
-    first_onset = min(a.start_ms for a in incident.anomalies)
+    peak = max(abs(a.peak_z) for a in incident.anomalies)
+    strong = [a for a in incident.anomalies if abs(a.peak_z) >= min(STRONG_Z, peak)]
+    first_onset = min(a.start_ms for a in strong)
     by_cand: dict[tuple[str, str], list] = {}
-    for a in incident.anomalies:
+    for a in strong:
         svc = a.labels.get("service")
         if svc is not None:
             by_cand.setdefault((svc, a.metric), []).append(a)
-    affected_services = {svc for svc, _ in by_cand}
+    onset_of_service: dict[str, int] = {}
+    for (svc, _), anomalies in by_cand.items():
+        t = min(a.start_ms for a in anomalies)
+        onset_of_service[svc] = min(t, onset_of_service.get(svc, t))
     groups = _service_signals(signals)
-    # the series each candidate is compared with: the affected signals' sums
     affected_series = {
         key: _sum_window(groups[key], start, end) for key in by_cand if key in groups
     }
+    changes = {key: _relative_change(groups.get(key, []), by_cand[key], correlation_window_ms) for key in by_cand}
+    top_change = max(changes.values(), default=0.0)
     candidates = []
     for (svc, metric), sigs in groups.items():
         ev: dict[str, float] = {}
         anomalies = by_cand.get((svc, metric), [])
         ev["anomalous"] = 1.0 if anomalies else 0.0
-        peak = max((abs(a.peak_z) for a in anomalies), default=0.0)
-        ev["strength"] = min(math.log1p(peak) / math.log1p(20.0), 1.5)
+        rel = changes.get((svc, metric), 0.0)
+        ev["strength"] = math.log1p(rel) / math.log1p(top_change) if top_change > 0 else 0.0
         if anomalies:
-            lead = (min(a.start_ms for a in anomalies) - first_onset) / 300_000.0
-            ev["onset"] = math.exp(-lead)
+            onset = min(a.start_ms for a in anomalies)
+            ev["onset"] = math.exp(-(onset - first_onset) / 60_000.0)
         else:
+            onset = None
             ev["onset"] = 0.0
         if dependencies is not None:
             callees = set(dependencies.get(svc, ()))
-            ev["graph"] = 0.0 if callees & affected_services else 1.0
+            # a callee that moved before (or with) this candidate explains it better
+            earlier = [c for c in callees if c in onset_of_service and onset is not None and onset_of_service[c] <= onset]
+            ev["graph"] = 1.0 if anomalies and not earlier else 0.0
         if anomalies:
             own = _sum_window(sigs, start, end)
             others = [v for k, v in affected_series.items() if k != (svc, metric)]
