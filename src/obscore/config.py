@@ -43,6 +43,7 @@ class Config:
     granger_alpha: float = 0.05
     granger_maxlag: int = 3
     act_confidence: float = 0.8
+    pattern_files: tuple[str, ...] = ()
     sampling_baseline: float = 0.1
     sampling_burst: float = 1.0
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -191,6 +192,7 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         granger_alpha=number("diagnosis.granger_alpha", 0.05, 0, 1),
         granger_maxlag=int(number("diagnosis.granger_maxlag", 3, 1, 50)),
         act_confidence=number("diagnosis.act_confidence", 0.8, 0, 1),
+        pattern_files=tuple(str(p) for p in _get(raw, "diagnosis.patterns", [])),
         sampling_baseline=number("sampling.baseline_rate", 0.1, 0, 1),
         sampling_burst=number("sampling.burst_rate", 1.0, 0, 1),
         raw=raw,

@@ -22,6 +22,7 @@ from obscore.alert import Alert, AlertBook
 from obscore.catalogue import Catalogue, ChangeEvent, Service, from_config
 from obscore.config import Config, load_config
 from obscore.diagnose import Diagnosis, diagnose
+from obscore.diagnose.patterns import load_patterns
 from obscore.errors import DroppedDataWarning, InvalidSampleError, UnknownMetricError
 from obscore.model import (
     LabelSet,
@@ -185,6 +186,7 @@ class Engine:
                 old = self.catalogue.get(name) or Service(name)
                 self.catalogue.add(replace(old, dependencies=tuple(callees)))
         self.alert_book = AlertBook(self.config.dedup_window_ms)
+        self.patterns = load_patterns(self.config.pattern_files)
         self.incidents: list[Incident] = []
         self.last_result: PipelineResult | None = None
         self.dropped: dict[str, int] = {}
@@ -386,6 +388,58 @@ class Engine:
             quantile=quantile,
         )
 
+    def query_promql(
+        self,
+        text: str,
+        *,
+        time_ms: int | None = None,
+        start_ms: int | None = None,
+        end_ms: int | None = None,
+        step_ms: int | None = None,
+    ) -> pa.Table:
+        """Evaluate a PromQL query, instant (``time_ms``) or range (start, end, step).
+
+        Parameters
+        ----------
+        text : str
+            PromQL, e.g. ``sum by (service) (rate(error_rate[5m]))``.
+        time_ms : int, optional
+            Evaluation time of an instant query; now when nothing is given.
+        start_ms, end_ms, step_ms : int, optional
+            Evaluation times ``start_ms, start_ms + step_ms, ... <= end_ms`` of
+            a range query; give all three and no ``time_ms``.
+
+        Returns
+        -------
+        pa.Table
+            One string column per label (``__name__`` where Prometheus keeps
+            it), then ``ts`` (int64 ms) and ``value`` (float64); the schema
+            metadata ``promql_result_type`` is ``vector``, ``scalar`` or
+            ``matrix``.  See :class:`obscore.store.promql.PromQLEngine`.
+
+        Raises
+        ------
+        ValueError
+            When the times are mixed or incomplete.
+        obscore.store.promql.PromQLError
+            When the query does not parse or fails as it would in Prometheus.
+        obscore.errors.UnsupportedQueryError
+            When the query uses a construct obscore does not evaluate.
+        """
+        from obscore.store.promql import PromQLEngine
+
+        self.flush()
+        engine = PromQLEngine(self.queries)
+        if start_ms is None and end_ms is None and step_ms is None:
+            return engine.instant(text, _now_ms() if time_ms is None else int(time_ms))
+        if time_ms is not None or start_ms is None or end_ms is None or step_ms is None:
+            raise ValueError(
+                "give time_ms for an instant query or all of start_ms, end_ms and "
+                f"step_ms for a range query; got time_ms={time_ms!r}, "
+                f"start_ms={start_ms!r}, end_ms={end_ms!r}, step_ms={step_ms!r}"
+            )
+        return engine.range(text, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
+
     def rollup(self, step_ms: int) -> pa.Table:
         """Rollup rows at one of the configured steps (recomputed from the hot tier)."""
         self.flush()
@@ -441,6 +495,12 @@ class Engine:
             min_correlation=cfg.min_correlation,
             granger_alpha=cfg.granger_alpha,
             granger_maxlag=cfg.granger_maxlag,
+            patterns=self.patterns,
+            changes={
+                name: [str(e) for e in self.catalogue.events_before(incident.start_ms, 3_600_000, [name])]
+                for name in self.catalogue.services
+            },
+            pattern_similarity=cfg.pattern_similarity,
         )
 
     # --- persistence ---------------------------------------------------------

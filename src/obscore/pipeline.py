@@ -2,8 +2,8 @@
 incidents and raise alerts.
 
 A *signal* is a derived series on a regular grid that a person would watch:
-a gauge averaged (or maxed) over the dimensional rollup labels, a counter's
-per-second rate, a histogram's 90th percentile.  Detection runs on signals,
+a gauge's maximum over the dimensional rollup labels, a counter's
+per-second rate, a histogram's median.  Detection runs on signals,
 not on raw bucket series.
 """
 
@@ -104,8 +104,15 @@ def derive_signals(
     step_ms: int,
     rate_window_ms: int = 60_000,
     group_labels: Sequence[str] = GROUP_LABELS,
+    quantile: float = 0.5,
 ) -> list[Signal]:
-    """Evaluate one signal per metric and group of ``group_labels``."""
+    """Evaluate one signal per metric and group of ``group_labels``.
+
+    Gauges give their maximum over the group, counters their summed rate
+    over ``rate_window_ms``, histograms the ``quantile`` of the bucket rates
+    (the median by default: a latency problem moves the median, while a few
+    timed-out requests alone move only the upper tail).
+    """
     signals: list[Signal] = []
     for name, spec in specs.items():
         series_name = f"{name}_bucket" if spec.is_histogram else name
@@ -116,7 +123,7 @@ def derive_signals(
         by = [g for g in group_labels if g in present]
         common = dict(start_ms=start_ms, end_ms=end_ms, step_ms=step_ms, by=by)
         if spec.kind is MetricKind.HISTOGRAM:
-            table = query.range(name, quantile=0.9, window_ms=rate_window_ms, **common)
+            table = query.range(name, quantile=quantile, window_ms=rate_window_ms, **common)
         elif spec.kind is MetricKind.COUNTER:
             table = query.range(name, fn="rate", window_ms=rate_window_ms, agg="sum", **common)
         else:
@@ -152,6 +159,7 @@ def detect_runs(
     window_ms: int = 300_000,
     threshold: float = 3.0,
     baseline_ms: int = 3_600_000,
+    baseline_lag_ms: int = 600_000,
     confirm: float = 5.0,
     drift: float = 10.0,
     hold: float = 3.0,
@@ -164,8 +172,10 @@ def detect_runs(
     A run starts where the streaming z-score over ``window_ms`` exceeded
     ``threshold`` within the last ``window_ms`` and the robust z-score over
     ``baseline_ms`` agrees in sign and exceeds ``confirm``: a fast change to a
-    level unusual for the last hour.  A slow drift with no fast move starts a
-    run once the robust score exceeds ``drift``.  It lasts while the robust score stays above ``hold`` (hysteresis),
+    level unusual for the hour before.  A slow drift with no fast move starts
+    a run once the robust score exceeds ``drift``; the robust baseline ends
+    ``baseline_lag_ms`` before each sample so a ramp does not become its own
+    baseline.  It lasts while the robust score stays above ``hold`` (hysteresis),
     must hold ``min_run`` points, and runs closer than ``max_gap`` points
     are joined.  Nothing is reported in the first ``warmup_ms``.
     """
@@ -181,6 +191,7 @@ def detect_runs(
         drift=drift,
         min_samples=2,
         count_window_s=signal.count_window_s,
+        lag_ms=baseline_lag_ms,
     )
     _, zr, score = detector.components(batch)
     zr = np.nan_to_num(zr, nan=0.0)

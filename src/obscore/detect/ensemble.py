@@ -56,7 +56,8 @@ class DefaultDetector:
     drift : robust |z| that alone is an anomaly.
     min_samples : each window is widened to hold at least this many samples
         at the series' median interval.
-    count_window_s : for rates of counted events, see
+    count_window_s, lag_ms : for rates of counted events, and a baseline
+        that ends before the sample; see
         :class:`~obscore.detect.robust.RobustZScoreDetector`.
     """
 
@@ -71,8 +72,10 @@ class DefaultDetector:
         drift: float = 10.0,
         min_samples: int = 30,
         count_window_s: float | None = None,
+        lag_ms: int = 0,
     ) -> None:
         self.count_window_s = count_window_s
+        self.lag_ms = int(lag_ms)
         self.window_ms = int(window_ms)
         self.threshold = float(threshold)
         self.baseline_ms = int(baseline_ms)
@@ -97,7 +100,7 @@ class DefaultDetector:
                     gap = float(np.median(np.diff(ts)))
                     base = max(base, int(gap * self.min_samples * 2))
                 robust = self._robust[sid] = RobustZScoreDetector(
-                    base, self.confirm, count_window_s=self.count_window_s
+                    base, self.confirm, count_window_s=self.count_window_s, lag_ms=self.lag_ms
                 )
             zr = robust.zscores(one)
             # the fast scores of the last window carry over between batches

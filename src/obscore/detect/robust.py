@@ -40,6 +40,10 @@ class RobustZScoreDetector:
         many seconds), the scale is at least the Poisson noise of such a
         rate, ``sqrt(max(median, 1 / w) / w)``: a handful of rare events is
         not an anomaly.
+    lag_ms : int
+        The baseline window ends this long before the scored sample, so a
+        slow ramp does not drag its own baseline along (0: it ends right
+        before the sample).
 
     Notes
     -----
@@ -58,12 +62,14 @@ class RobustZScoreDetector:
         min_samples: int = 30,
         rel_floor: float = 0.01,
         count_window_s: float | None = None,
+        lag_ms: int = 0,
     ) -> None:
         self.window_ms = int(window_ms)
         self.threshold = float(threshold)
         self.min_samples = int(min_samples)
         self.rel_floor = float(rel_floor)
         self.count_window_s = count_window_s
+        self.lag_ms = int(lag_ms)
         self._tails: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def zscores(self, batch: Any) -> np.ndarray:
@@ -79,7 +85,8 @@ class RobustZScoreDetector:
             scored[keep] = z
             out[rows] = scored
             if len(all_ts):
-                cut = np.searchsorted(all_ts, all_ts[-1] - self.window_ms, side="right")
+                keep_ms = self.window_ms + self.lag_ms
+                cut = np.searchsorted(all_ts, all_ts[-1] - keep_ms, side="right")
                 self._tails[sid] = (all_ts[cut:].copy(), all_v[cut:].copy())
         return out
 
@@ -91,9 +98,20 @@ class RobustZScoreDetector:
         # out-of-order arrivals are treated as arriving at the newest ts
         ts = np.maximum.accumulate(ts)
         x = pd.Series(values, index=pd.to_datetime(ts, unit="ms"))
-        roll = x.rolling(f"{self.window_ms}ms", closed="left", min_periods=self.min_samples)
-        med = roll.median().to_numpy()
-        iqr = (roll.quantile(0.75) - roll.quantile(0.25)).to_numpy()
+        if self.lag_ms == 0:
+            roll = x.rolling(f"{self.window_ms}ms", closed="left", min_periods=self.min_samples)
+            med = roll.median().to_numpy()
+            iqr = (roll.quantile(0.75) - roll.quantile(0.25)).to_numpy()
+        else:
+            # the baseline of the sample at t is the window ending at t - lag
+            roll = x.rolling(f"{self.window_ms}ms", closed="right", min_periods=self.min_samples)
+            med_at = roll.median().to_numpy()
+            iqr_at = (roll.quantile(0.75) - roll.quantile(0.25)).to_numpy()
+            j = np.searchsorted(ts, ts - self.lag_ms, side="right") - 1
+            ok = j >= 0
+            med = np.full(len(ts), np.nan)
+            iqr = np.full(len(ts), np.nan)
+            med[ok], iqr[ok] = med_at[j[ok]], iqr_at[j[ok]]
         scale = np.maximum(iqr / _IQR_TO_STD, self.rel_floor * np.abs(med))
         if self.count_window_s:
             w = float(self.count_window_s)

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from obscore.correlate import granger_best, lagged_correlation
+from obscore.diagnose.patterns import Pattern, load_patterns, match, symptoms
 
 STRONG_Z = 10.0
 
-WEIGHTS = {"anomalous": 2.0, "strength": 2.0, "onset": 2.5, "graph": 1.5, "granger": 1.0, "correlation": 0.5}
+WEIGHTS = {"anomalous": 2.0, "strength": 2.0, "onset": 2.5, "graph": 1.5, "granger": 1.0, "correlation": 0.5, "pattern": 3.0}
 
 
 @dataclass(slots=True)
@@ -41,6 +42,9 @@ class Candidate:
     metric: str
     confidence: float
     evidence: dict[str, float] = field(default_factory=dict)
+    pattern: str | None = None  # the best matching pattern with this cause metric
+    similarity: float = 0.0
+    steps: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -98,6 +102,9 @@ def diagnose(
     min_correlation: float = 0.7,
     granger_alpha: float = 0.05,
     granger_maxlag: int = 3,
+    patterns: Sequence[Pattern] | None = None,
+    changes: Mapping[str, Sequence[str]] | None = None,
+    pattern_similarity: float = 0.8,
 ) -> Diagnosis:
     """Rank candidate causes of an incident.
 
@@ -109,6 +116,12 @@ def diagnose(
         Every signal of the pipeline run, by key.
     dependencies : mapping, optional
         Caller -> callees; used for the graph evidence.
+    patterns : sequence of Pattern, optional
+        The pattern library (the shipped one when None).
+    changes : mapping, optional
+        Service -> change events (as text) in the hour before the incident.
+    pattern_similarity : float
+        A pattern matches at this similarity or above.
 
     Returns
     -------
@@ -142,6 +155,11 @@ def diagnose(
     }
     changes = {key: _relative_change(groups.get(key, []), by_cand[key], correlation_window_ms) for key in by_cand}
     top_change = max(changes.values(), default=0.0)
+    patterns = load_patterns() if patterns is None else patterns
+    service_symptoms = {
+        svc: symptoms(svc, strong, signals, dependencies, (changes or {}).get(svc, ()))
+        for svc in onset_of_service
+    }
     candidates = []
     for (svc, metric), sigs in groups.items():
         ev: dict[str, float] = {}
@@ -174,8 +192,21 @@ def diagnose(
                     c += 1
             ev["granger"] = g / len(others) if others else 0.0
             ev["correlation"] = c / len(others) if others else 0.0
+        best, sim = None, 0.0
+        if svc in service_symptoms:
+            for pat, value in match([p for p in patterns if p.cause_metric == metric], service_symptoms[svc]):
+                best, sim = pat, value
+                break
+            ev["pattern"] = sim if sim >= pattern_similarity else 0.5 * sim
         score = sum(WEIGHTS[k] * v for k, v in ev.items())
-        candidates.append(Candidate(svc, metric, score, ev))
+        candidates.append(
+            Candidate(
+                svc, metric, score, ev,
+                pattern=best.name if best is not None and sim >= pattern_similarity else None,
+                similarity=sim,
+                steps=best.steps if best is not None and sim >= pattern_similarity else (),
+            )
+        )
     if candidates:
         top = max(c.confidence for c in candidates)
         weights = [math.exp(c.confidence - top) for c in candidates]
