@@ -135,6 +135,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from obscore.engine import Engine
+    from obscore.errors import ObscoreError
+    from obscore.ingest.exposition import parse
+
+    status = 0
+    engine = None if args.dry_run else Engine(args.data, config=args.config)
+    for path in tqdm(args.paths, desc="ingest", unit="file", file=sys.stderr, disable=args.quiet or len(args.paths) < 2):
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+        try:
+            if engine is None:
+                result = parse(raw, format=args.format, lenient=False)
+                print(f"{path}: valid {result.format}, {result.n_families} families, {result.n_samples} samples")
+            else:
+                res = engine.ingest_exposition(raw, format=args.format, lenient=not args.strict, declare=args.declare)
+                print(f"{path}: {res.stored} samples stored, {res.n_dropped} dropped")
+        except ObscoreError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            status = 2
+    if engine is not None:
+        engine.close()
+    return status
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -199,6 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("--out", required=True, help="folder for the scored CSV files")
     det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     det.set_defaults(func=cmd_detect)
+
+    ing = sub.add_parser("ingest", help="ingest Prometheus text / OpenMetrics exposition files")
+    ing.add_argument("paths", nargs="+", help="files, or - for standard input")
+    ing.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
+    ing.add_argument("--config", default=None, help="obscore.toml to use")
+    ing.add_argument("--format", choices=["prometheus", "openmetrics"], default=None, help="default: sniffed")
+    ing.add_argument("--dry-run", action="store_true", help="only parse and validate: exit 2 naming the file, line and reason")
+    ing.add_argument("--strict", action="store_true", help="refuse a file at its first bad line")
+    ing.add_argument("--declare", action="store_true", help="declare unknown metrics from their TYPE lines")
+    ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    ing.set_defaults(func=cmd_ingest)
 
     ev = sub.add_parser("eval", help="evaluate detectors or diagnosis on labelled benchmarks")
     ev.add_argument("suite", choices=["nab", "smd", "rca"], help="which benchmark")

@@ -192,6 +192,7 @@ class Engine:
         self.dropped: dict[str, int] = {}
         self._handles: dict[str, MetricHandle] = {}
         self._pending: list[tuple[int, int, float]] = []
+        self._series_cache: dict[str, int] = {}
         self.wal: WriteAheadLog | None = None
         self.wal_damage = None
         if self.data_dir is not None:
@@ -301,6 +302,64 @@ class Engine:
                 if sid not in self.index:
                     self._add_series(index.name(sid), index.labels(sid))
         return self._store(table)
+
+    def ingest_exposition(
+        self,
+        text: str | bytes,
+        *,
+        format: str | None = None,
+        ts_ms: int | None = None,
+        lenient: bool = True,
+        declare: bool = False,
+    ) -> IngestResult:
+        """Parse Prometheus text or OpenMetrics and store its samples.
+
+        Parameters
+        ----------
+        text : str or bytes
+            The exposition.
+        format : {"prometheus", "openmetrics"}, optional
+            Sniffed from the text when None.
+        ts_ms : int, optional
+            Timestamp for samples that carry none (now by default).
+        lenient : bool
+            Keep the valid families around bad lines (counted in the log);
+            False raises :class:`InvalidSampleError` at the first bad line.
+        declare : bool
+            Declare metrics the config does not know from the exposition's
+            TYPE lines instead of refusing them.
+
+        Raises
+        ------
+        UnknownMetricError
+            When a family is not declared and ``declare`` is False.
+        """
+        from obscore.ingest.exposition import parse
+
+        now = _now_ms()
+        parsed = parse(text, format=format, lenient=lenient, default_ts_ms=ts_ms or now, now_ms=now)
+        if parsed.errors:
+            logger.warning(
+                "exposition: %d bad lines dropped (first: line %d: %s)",
+                len(parsed.errors), *parsed.errors[0],
+            )
+        specs = parsed.specs()
+        if declare:
+            for spec in specs:
+                self.config.metrics.setdefault(spec.name, spec)
+        else:
+            unknown = sorted({s.name for s in specs if not self._is_declared(s.name)})
+            if unknown:
+                raise UnknownMetricError(
+                    f"exposition has undeclared metrics {unknown[:5]!r}"
+                    f"{' and more' if len(unknown) > 5 else ''}; declare them or pass declare=True"
+                )
+        before = set(self.index)
+        batch = parsed.to_batch(self.index, cache=self._series_cache)
+        if self.wal is not None:
+            for sid in set(self.index) - before:
+                self.wal.append_series(sid, self.index.name(sid), dict(self.index.labels(sid)))
+        return self._store(batch)
 
     def _is_declared(self, name: str) -> bool:
         try:
