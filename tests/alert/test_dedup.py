@@ -18,7 +18,9 @@ def test_dedup_folds_same_fingerprint_within_15m():
     labels = {"alertname": "x", "service": "auth"}
     a, new = book.raise_alert(labels, 0, 2 * M, 0.9, "first")
     assert new
-    b, new = book.raise_alert(labels, 16 * M, 17 * M, 0.95, "again")  # 14m after the end
+    b, new = book.raise_alert(
+        labels, 16 * M, 17 * M, 0.95, "again"
+    )  # 14m after the end
     assert not new and b is a and a.count == 2 and a.end_ms == 17 * M
     c, new = book.raise_alert(labels, 40 * M, 41 * M, 0.9, "later")  # 23m after
     assert new and c is not a
@@ -34,7 +36,12 @@ def test_dedup_keeps_different_fingerprints_apart():
 
 @pytest.mark.parametrize(
     ("score", "duration", "breadth", "weight"),
-    [(0.0, 0, 1, 1.0), (1.0, 10**9, 100, 5.0), (0.5, 60_000, 2, 1.0), (float("nan"), 0, 0, 1.0)],
+    [
+        (0.0, 0, 1, 1.0),
+        (1.0, 10**9, 100, 5.0),
+        (0.5, 60_000, 2, 1.0),
+        (float("nan"), 0, 0, 1.0),
+    ],
 )
 def test_severity_stays_in_unit_interval(score, duration, breadth, weight):
     s = severity(score, duration, breadth, weight)
