@@ -23,12 +23,16 @@ directives = {
     "cdivision": not debug,
 }
 
+# The isolation-forest kernel splits rows across threads with OpenMP.
+OPENMP = {"iforest"}
+
 extensions = [
     Extension(
         f"obscore._native.{name}",
         [f"src/obscore/_native/{name}.pyx"],
         include_dirs=[np.get_include()],
-        extra_compile_args=["-O3"],
+        extra_compile_args=["-O3", *(["-fopenmp"] if name in OPENMP else [])],
+        extra_link_args=["-fopenmp"] if name in OPENMP else [],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     )
     for name in KERNELS

@@ -140,10 +140,10 @@ def zscores(
 ) -> np.ndarray:
     """Z-score of each sample against its look-back window, recomputed from scratch.
 
-    The window of a sample at (effective) ts ``t`` is every earlier finite
+    The window of a sample at (effective) ts ``t`` is every earlier joining
     sample with ``ts > t - window_ms``; out-of-order ts count as the newest
-    ts seen; NaN samples score NaN and are ignored; +-Inf samples are scored
-    but never join the window.
+    ts seen; NaN samples score NaN and are ignored; +-Inf samples and those
+    beyond 1e100 in magnitude are scored but never join the window.
     """
     seen: list[tuple[int, float]] = []
     out = np.empty(len(values))
@@ -156,13 +156,13 @@ def zscores(
         newest = t
         window = [v for (tp, v) in seen if tp > t - window_ms]
         out[i] = _score(window, x, min_count)
-        if math.isfinite(x):
+        if joins(x):
             seen.append((t, x))
     return out
 
 
 def rolling_zscores(values: Sequence[float], window: int) -> np.ndarray:
-    """Z-score against the previous ``window`` finite values (count window)."""
+    """Z-score against the previous ``window`` joining values (count window)."""
     seen: list[float] = []
     out = np.empty(len(values))
     for i, x in enumerate(values):
@@ -170,9 +170,14 @@ def rolling_zscores(values: Sequence[float], window: int) -> np.ndarray:
             out[i] = math.nan
             continue
         out[i] = _score(seen[-window:], x, 2)
-        if math.isfinite(x):
+        if joins(x):
             seen.append(x)
     return out
+
+
+def joins(x: float) -> bool:
+    """Whether a value enters a z-score window: finite and at most 1e100."""
+    return abs(x) <= 1e100
 
 
 def _score(window: list[float], x: float, min_count: int) -> float:

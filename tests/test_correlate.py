@@ -1,12 +1,21 @@
-"""Granger and correlation checked against statsmodels and numpy."""
+"""Granger, correlation and p-value correction checked against statsmodels and numpy."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from statsmodels.stats.multitest import multipletests
 from statsmodels.tsa.stattools import grangercausalitytests
 
-from obscore.correlate import granger, lagged_correlation, pearson
+from obscore.correlate import (
+    adjust_pvalues,
+    granger,
+    granger_best,
+    granger_matrix,
+    granger_tests,
+    lagged_correlation,
+    pearson,
+)
 
 
 @pytest.mark.parametrize("lag", [1, 2, 3, 5])
@@ -53,3 +62,223 @@ def test_lagged_correlation_finds_the_lead(rng):
     y = np.concatenate([[0, 0], x[:-2]]) + 0.05 * rng.normal(size=300)
     r, lag = lagged_correlation(x, y, 5)
     assert lag == 2 and r > 0.95
+
+
+# --- granger_tests, granger_matrix, adjust_pvalues ---------------------------
+
+
+def _coupled_series(rng, n_series: int, n_points: int) -> np.ndarray:
+    """AR(1) series, a few of them driven by another one's past."""
+    noise = rng.normal(size=(n_series, n_points))
+    X = np.zeros_like(noise)
+    for t in range(2, n_points):
+        X[:, t] = 0.5 * X[:, t - 1] + noise[:, t]
+        X[1, t] += 0.6 * X[0, t - 2]
+        if n_series > 4:
+            X[4, t] += 0.1 * X[3, t - 1]
+    return X
+
+
+def _assert_matrix_matches_pairs(matrix, X: np.ndarray, rel: float) -> None:
+    s = X.shape[0]
+    for lag in range(1, matrix.maxlag + 1):
+        for i in range(s):
+            for j in range(s):
+                if i == j:
+                    assert np.isnan(matrix.p_value[lag - 1, i, j])
+                    assert matrix.reason(i, j, lag) == "same series"
+                    continue
+                ref = granger(X[i], X[j], lag)
+                got_f = matrix.f_stat[lag - 1, i, j]
+                got_p = matrix.p_value[lag - 1, i, j]
+                assert got_f == pytest.approx(ref.f_stat, rel=rel, abs=1e-300)
+                assert got_p == pytest.approx(ref.p_value, rel=rel, abs=1e-300)
+                assert matrix.reason(i, j, lag) == ref.reason
+
+
+def test_granger_matrix_matches_pairwise_granger(rng):
+    X = _coupled_series(rng, 12, 500)
+    matrix = granger_matrix(X, 4)
+    # granger() and the batched algebra differ by rounding only (measured
+    # ~1e-12); 1e-8 is the agreed contract
+    _assert_matrix_matches_pairs(matrix, X, rel=1e-8)
+    assert matrix.p_value[1, 0, 1] < 1e-20
+    assert matrix.nobs.tolist() == [499, 498, 497, 496]
+    assert matrix.df_resid.tolist() == [496, 493, 490, 487]
+
+
+def test_granger_matrix_matches_statsmodels_on_every_pair(rng):
+    X = _coupled_series(rng, 5, 300)
+    matrix = granger_matrix(X, 3)
+    for i in range(5):
+        for j in range(5):
+            if i == j:
+                continue
+            ref = grangercausalitytests(np.column_stack([X[j], X[i]]), 3)
+            for lag in (1, 2, 3):
+                f_ref, p_ref = ref[lag][0]["ssr_ftest"][:2]
+                assert matrix.f_stat[lag - 1, i, j] == pytest.approx(f_ref, rel=1e-8)
+                assert matrix.p_value[lag - 1, i, j] == pytest.approx(p_ref, rel=1e-8)
+
+
+def test_granger_matrix_handles_adversarial_series(rng):
+    X = _coupled_series(rng, 8, 400)
+    X[2] = 3.0  # constant
+    X[5] = X[6] + 1e-9 * rng.normal(size=400)  # almost the same series
+    X[7] = np.round(X[7])  # heavily quantised, many ties
+    matrix = granger_matrix(X, 3)
+    _assert_matrix_matches_pairs(matrix, X, rel=1e-8)
+    assert matrix.reason(2, 0, 1) == "constant series"
+    assert matrix.reason(0, 2, 3) == "constant series"
+    assert matrix.p_value[:, 2, 0].tolist() == [1.0, 1.0, 1.0]
+    assert matrix.f_stat[:, 0, 2].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_granger_matrix_drops_points_non_finite_in_any_series(rng):
+    X = _coupled_series(rng, 4, 300)
+    X[0, 10], X[1, 20], X[3, 30] = np.nan, np.inf, -np.inf
+    matrix = granger_matrix(X, 2)
+    assert matrix.n_dropped == 3
+    kept = np.isfinite(X).all(axis=0)
+    _assert_matrix_matches_pairs(matrix, X[:, kept], rel=1e-8)
+
+
+def test_granger_matrix_window_shorter_than_lag_order_says_why():
+    X = np.arange(16.0).reshape(2, 8) ** 1.5
+    matrix = granger_matrix(X, 5)
+    # lag 1 and 2 leave enough rows (8 - 3p - 1 >= 1), 3..5 do not
+    assert matrix.reason(0, 1, 2) == ""
+    for lag in (3, 4, 5):
+        assert matrix.reason(0, 1, lag) == "too short"
+        assert matrix.p_value[lag - 1, 0, 1] == 1.0
+        assert matrix.f_stat[lag - 1, 0, 1] == 0.0
+    assert granger_matrix(np.empty((3, 0)), 2).reason(0, 1, 1) == "too short"
+    assert granger_matrix(np.ones((1, 50)), 2).p_value.shape == (2, 1, 1)
+
+
+def test_granger_matrix_perfect_fit_says_why():
+    t = np.arange(200.0)
+    # an undamped sinusoid is its own exact AR(2), so nothing is left to explain
+    X = np.vstack([np.sin(0.3 * t), np.cos(0.7 * t) + 0.01 * t])
+    matrix = granger_matrix(X, 2)
+    assert matrix.reason(1, 0, 2) == "perfect fit"
+    assert matrix.p_value[1, 1, 0] == 1.0
+    assert granger(X[1], X[0], 2).reason == "perfect fit"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"X": np.zeros(10), "maxlag": 1}, "X must be 2-D"),
+        ({"X": np.zeros((2, 10)), "maxlag": 0}, "maxlag must be a positive integer"),
+        ({"X": np.zeros((2, 10)), "maxlag": 1.5}, "maxlag must be a positive integer"),
+        ({"X": np.zeros((2, 10)), "maxlag": 1, "difference": -1}, "difference must be"),
+    ],
+)
+def test_granger_matrix_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        granger_matrix(**kwargs)
+
+
+def test_granger_tests_rejects_lag_zero():
+    with pytest.raises(ValueError, match="lag must be at least 1, got 0"):
+        granger_tests(np.zeros(10), np.zeros(10), 0)
+
+
+def test_granger_tests_undefined_cases_say_why(rng):
+    assert (
+        granger_tests(np.ones(50), rng.normal(size=50), 2).reason == "constant series"
+    )
+    short = granger_tests(np.arange(6.0), np.arange(6.0) ** 2, 2)
+    assert short.reason.startswith("too short") and short.ssr_ftest == (0.0, 1.0)
+
+
+def test_granger_matrix_best_matches_granger_best(rng):
+    X = _coupled_series(rng, 5, 300)
+    p_best, lag_best = granger_matrix(X, 4).best()
+    for i in range(5):
+        for j in range(5):
+            if i == j:
+                assert np.isnan(p_best[i, j]) and lag_best[i, j] == 0
+                continue
+            ref = granger_best(X[i], X[j], 4)
+            assert p_best[i, j] == pytest.approx(ref.p_value, rel=1e-8, abs=1e-300)
+            assert lag_best[i, j] == ref.lag
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"), [("bh", "fdr_bh"), ("bonferroni", "bonferroni")]
+)
+def test_adjust_pvalues_matches_statsmodels_multipletests(rng, ours, theirs):
+    p = rng.uniform(size=200) ** 3
+    p[[3, 50, 51]] = [0.0, 1.0, p[52]]  # bounds and a tie
+    expected = multipletests(p, method=theirs)[1]
+    # the same arithmetic in a different order: a few ulps apart at most
+    np.testing.assert_allclose(adjust_pvalues(p, ours), expected, rtol=1e-12)
+    with_nan = np.concatenate([p, [np.nan]]).reshape(3, 67)
+    adjusted = adjust_pvalues(with_nan, ours)
+    assert np.isnan(adjusted[-1, -1])
+    np.testing.assert_allclose(adjusted.ravel()[:-1], expected, rtol=1e-12)
+
+
+def test_granger_matrix_adjusted_rejects_a_lag_it_did_not_test(rng):
+    matrix = granger_matrix(rng.normal(size=(3, 50)), 2)
+    with pytest.raises(ValueError, match="lag must be in 1..2, got 3"):
+        matrix.adjusted("bh", lag=3)
+    assert matrix.adjusted("bonferroni", lag=2).shape == (3, 3)
+
+
+def test_adjust_pvalues_rejects_unknown_method():
+    with pytest.raises(
+        ValueError, match="method must be 'bh' or 'bonferroni', got 'holm'"
+    ):
+        adjust_pvalues(np.array([0.1]), "holm")  # type: ignore[arg-type]
+
+
+def test_granger_matrix_significant_finds_the_planted_links(rng):
+    X = _coupled_series(rng, 10, 600)
+    found = granger_matrix(X, 3).significant(alpha=0.05, method="bonferroni")
+    assert found[0, 1]
+    assert not found[1, 0]
+    assert found.sum() <= 3  # 0 -> 1, maybe 3 -> 4, at most one false link
+
+
+def _random_walk_pairs(n_pairs: int, n_points: int) -> np.ndarray:
+    rng = np.random.default_rng(20240607)
+    return np.cumsum(rng.normal(size=(n_pairs, 2, n_points)), axis=2)
+
+
+def test_granger_false_positive_rate_on_differenced_random_walks():
+    alpha, n_pairs = 0.05, 1000
+    walks = _random_walk_pairs(n_pairs, 300)
+    matrices = [granger_matrix(pair, 3, difference=1) for pair in walks]
+    sd = np.sqrt(alpha * (1 - alpha) / n_pairs)  # binomial(1000, alpha): 0.0069
+
+    # one test per pair (lag 2): each is an independent null, rate alpha +- 3 sd
+    p = np.array([m.p_value[1, 0, 1] for m in matrices])
+    assert abs((p <= alpha).mean() - alpha) <= 3 * sd
+    # the best of lags 1..3, Bonferroni over the lags: at most alpha
+    best = np.array([m.best()[0][0, 1] for m in matrices])
+    assert (best <= alpha).mean() <= alpha + 3 * sd
+
+    # 50 families of 20 pairs: without correction most families hold a false
+    # positive; after it, at most alpha of them should (3 sd = 0.092)
+    families = p.reshape(50, 20)
+    raw = np.mean([(f <= alpha).any() for f in families])
+    assert raw > 0.4
+    for method in ("bh", "bonferroni"):
+        hit = np.mean([(adjust_pvalues(f, method) <= alpha).any() for f in families])
+        assert hit <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / 50)
+
+
+def test_granger_on_random_walk_levels_over_rejects_and_differencing_fixes_it():
+    alpha, n_pairs = 0.05, 400
+    walks = _random_walk_pairs(n_pairs, 300)
+    levels = np.array([granger_matrix(w, 1).p_value[0, 0, 1] for w in walks])
+    diffed = np.array(
+        [granger_matrix(w, 1, difference=1).p_value[0, 0, 1] for w in walks]
+    )
+    sd = np.sqrt(alpha * (1 - alpha) / n_pairs)
+    # the documented failure on levels (spurious regression): ~0.18 measured
+    assert (levels <= alpha).mean() > alpha + 4 * sd
+    assert abs((diffed <= alpha).mean() - alpha) <= 3 * sd

@@ -188,10 +188,22 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2, allow_nan=False) if args.json else _smd_table(result))
         return 0
     if args.suite == "rca":
-        from obscore.diagnose.evaluate import evaluate_dataset
+        if args.dataset == "sim":
+            from obscore.diagnose.simeval import evaluate_sim
 
-        result = evaluate_dataset(args.dataset, args.path)
-        print(json.dumps(result, indent=2, allow_nan=False))
+            bar = tqdm(total=args.cases, desc="rca sim", unit="incident", file=sys.stderr, disable=args.quiet)
+            result = evaluate_sim(args.cases, progress=bar.update)
+            bar.close()
+            if not args.json:
+                result.pop("per_case")
+        elif args.dataset == "smd":
+            print("obscore eval rca --dataset smd is not built yet (issue #7)", file=sys.stderr)
+            return 2
+        else:
+            from obscore.diagnose.evaluate import evaluate_rca
+
+            result = evaluate_rca(args.path, args.dataset).to_dict()
+        print(json.dumps(result, indent=2, allow_nan=True))
         return 0
     raise AssertionError(args.suite)
 
@@ -237,10 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="evaluate detectors or diagnosis on labelled benchmarks")
     ev.add_argument("suite", choices=["nab", "smd", "rca"], help="which benchmark")
-    ev.add_argument("path", help="the benchmark's folder (e.g. ../shared/data/nab)")
+    ev.add_argument("path", help="the benchmark's folder (e.g. ../shared/data/nab; for --dataset sim, any path)")
     ev.add_argument("--detector", default="default", help="registered detector name (nab)")
     ev.add_argument("--threshold", type=float, default=0.5, help="declared alert threshold (default 0.5)")
     ev.add_argument("--dataset", default="sim", help="rca dataset layout: sim, sockshop1, petshop, smd")
+    ev.add_argument("--cases", type=int, default=100, help="rca sim: incidents to inject (default 100)")
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)

@@ -3,11 +3,21 @@
 Everything here takes plain NumPy arrays of equal length on a common time
 grid and never raises on constant, short or non-finite input: such a pair
 gets a defined "no evidence" result (r = 0, p = 1) and a reason.
+
+Granger tests follow the convention of statsmodels'
+``grangercausalitytests``: the test at lag order ``p`` regresses the target
+on a constant and its own ``p`` past values (restricted model), then adds the
+source's ``p`` past values (unrestricted model), over rows ``p..n-1`` only.
+:func:`granger` tests one pair at one lag, :func:`granger_tests` gives all
+four of statsmodels' statistics for one pair, and :func:`granger_matrix`
+tests every ordered pair of many series at every lag up to ``maxlag`` at
+once.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from scipy import stats
@@ -48,7 +58,7 @@ def lagged_correlation(x: np.ndarray, y: np.ndarray, max_lag: int) -> tuple[floa
     """
     best, best_lag = 0.0, 0
     n = len(x)
-    for k in range(0, max(0, min(max_lag, n - 3)) + 1):
+    for k in range(max(0, min(max_lag, n - 3)) + 1):
         r = pearson(x[: n - k], y[k:])
         if abs(r) > abs(best):
             best, best_lag = r, k
@@ -79,7 +89,9 @@ def granger(x: np.ndarray, y: np.ndarray, lag: int) -> GrangerResult:
     -------
     GrangerResult
         ``p_value`` 1.0 and a ``reason`` when the test is undefined (too
-        short, constant, or a perfect fit).
+        short, constant, or a perfect fit: the unrestricted model leaves
+        less than machine epsilon of the target's variation unexplained,
+        statsmodels' rule).
     """
     if lag < 1:
         raise ValueError(f"lag must be at least 1, got {lag!r}")
@@ -87,20 +99,41 @@ def granger(x: np.ndarray, y: np.ndarray, lag: int) -> GrangerResult:
     n = len(y) - lag
     dof = n - 2 * lag - 1
     if dof < 1:
-        return GrangerResult(0.0, 1.0, lag, max(n, 0), f"too short: {len(y)} points for lag {lag}")
+        return GrangerResult(
+            0.0, 1.0, lag, max(n, 0), f"too short: {len(y)} points for lag {lag}"
+        )
     if np.ptp(y) == 0 or np.ptp(x) == 0:
         return GrangerResult(0.0, 1.0, lag, n, "constant series")
     target = y[lag:]
     ones = np.ones((n, 1))
     restricted = np.hstack([ones, _lags(y, lag)])
     full = np.hstack([restricted, _lags(x, lag)])
-    rss_r = _rss(restricted, target)
-    rss_u = _rss(full, target)
-    if rss_u <= 1e-300 * max(1.0, rss_r):
+    q, r = np.linalg.qr(full)
+    if np.abs(np.diag(r)).min() > 1e-12 * np.linalg.norm(full, axis=0).max():
+        # x's lags come last, so the tail of q'y is what they add to the fit;
+        # summing it avoids the cancellation of rss_r - rss_u when F is small
+        qty = q.T @ target
+        resid = target - q @ qty
+        rss_u = float(resid @ resid)
+        extra = float(qty[lag + 1 :] @ qty[lag + 1 :])
+    else:
+        rss_u = _rss(full, target)
+        extra = _rss(restricted, target) - rss_u
+    if _is_perfect_fit(rss_u, target):
         return GrangerResult(0.0, 1.0, lag, n, "perfect fit")
-    f_stat = ((rss_r - rss_u) / lag) / (rss_u / dof)
+    f_stat = (extra / lag) / (rss_u / dof)
     p_value = float(stats.f.sf(f_stat, lag, dof))
     return GrangerResult(float(f_stat), p_value, lag, n)
+
+
+def _is_perfect_fit(rss_u: float, target: np.ndarray) -> bool:
+    # statsmodels' rule: the unrestricted fit leaves less than one machine
+    # epsilon of the target's variation unexplained, so F would be noise
+    tss = float(np.sum((target - target.mean()) ** 2))
+    return rss_u <= _EPS * tss
+
+
+_EPS = float(np.finfo(float).eps)
 
 
 def _rss(a: np.ndarray, b: np.ndarray) -> float:
@@ -119,3 +152,438 @@ def granger_best(x: np.ndarray, y: np.ndarray, max_lag: int) -> GrangerResult:
     assert best is not None
     p = min(1.0, best.p_value * max_lag)
     return GrangerResult(best.f_stat, p, best.lag, best.nobs, best.reason)
+
+
+@dataclass(frozen=True, slots=True)
+class GrangerTests:
+    """The four statistics of statsmodels' ``grangercausalitytests``, one lag.
+
+    Each test is a ``(statistic, p_value)`` pair named after the key that
+    statsmodels uses for it; undefined tests are ``(0.0, 1.0)`` with a
+    ``reason``.
+    """
+
+    lag: int
+    nobs: int
+    df_resid: int
+    ssr_ftest: tuple[float, float]
+    ssr_chi2test: tuple[float, float]
+    lrtest: tuple[float, float]
+    params_ftest: tuple[float, float]
+    reason: str = ""
+
+
+def granger_tests(x: np.ndarray, y: np.ndarray, lag: int) -> GrangerTests:
+    """All four Granger tests that the past of ``x`` helps predict ``y``.
+
+    Parameters
+    ----------
+    x, y : ndarray
+        Equal-length float series on one grid.  Non-finite rows are dropped
+        from both first, as in :func:`granger`.
+    lag : int
+        Lag order, positive.
+
+    Returns
+    -------
+    GrangerTests
+        With ``n = nobs`` rows (``lag..len-1``), ``k = lag`` restrictions,
+        ``df = n - 2k - 1`` and the residual sums of squares ``rss_r``
+        (restricted) and ``rss_u`` (unrestricted):
+
+        - ``ssr_ftest``: ``F = (rss_r - rss_u) / k / (rss_u / df)``, F(k, df);
+        - ``ssr_chi2test``: ``n (rss_r - rss_u) / rss_u``, chi2(k);
+        - ``lrtest``: ``n log(rss_r / rss_u)``, chi2(k);
+        - ``params_ftest``: Wald F test that the ``k`` coefficients of x's
+          lags are all zero, from the coefficients and their covariance,
+          F(k, df).  It equals ``ssr_ftest`` in exact arithmetic.
+
+    Raises
+    ------
+    ValueError
+        If ``lag`` is smaller than 1.
+
+    Notes
+    -----
+    Undefined cases (too short, constant series, collinear lag columns, a
+    perfect fit) give ``(0.0, 1.0)`` for every test and a ``reason``; they
+    never raise, unlike statsmodels.
+    """
+    if lag < 1:
+        raise ValueError(f"lag must be at least 1, got {lag!r}")
+    x, y = _finite_pair(np.asarray(x, float), np.asarray(y, float))
+    n = len(y) - lag
+    dof = n - 2 * lag - 1
+    if dof < 1:
+        reason = f"too short: {len(y)} points for lag {lag}"
+        return _undefined_tests(lag, max(n, 0), max(dof, 0), reason)
+    if np.ptp(y) == 0 or np.ptp(x) == 0:
+        return _undefined_tests(lag, n, dof, "constant series")
+
+    target = y[lag:]
+    design = np.hstack([np.ones((n, 1)), _lags(y, lag), _lags(x, lag)])
+    q, r = np.linalg.qr(design)
+    diag = np.abs(np.diag(r))
+    if diag.min() <= 1e-12 * np.linalg.norm(design, axis=0).max():
+        return _undefined_tests(lag, n, dof, "collinear lag columns")
+
+    qty = q.T @ target
+    resid = target - q @ qty
+    rss_u = float(resid @ resid)
+    if _is_perfect_fit(rss_u, target):
+        return _undefined_tests(lag, n, dof, "perfect fit")
+    # the source columns come last, so their share of the fit is the tail of qty
+    extra = float(qty[lag + 1 :] @ qty[lag + 1 :])
+    f_ssr = extra / lag / (rss_u / dof)
+    chi2 = n * extra / rss_u
+    lr = n * np.log1p(extra / rss_u)
+
+    coef = np.linalg.solve(r, qty)
+    r_inv = np.linalg.solve(r, np.eye(len(r)))
+    cov = (rss_u / dof) * (r_inv @ r_inv.T)
+    b_src = coef[lag + 1 :]
+    cov_src = cov[lag + 1 :, lag + 1 :]
+    f_wald = float(b_src @ np.linalg.solve(cov_src, b_src)) / lag
+    return GrangerTests(
+        lag=lag,
+        nobs=n,
+        df_resid=dof,
+        ssr_ftest=(f_ssr, float(stats.f.sf(f_ssr, lag, dof))),
+        ssr_chi2test=(chi2, float(stats.chi2.sf(chi2, lag))),
+        lrtest=(float(lr), float(stats.chi2.sf(lr, lag))),
+        params_ftest=(f_wald, float(stats.f.sf(f_wald, lag, dof))),
+    )
+
+
+def _undefined_tests(lag: int, nobs: int, dof: int, reason: str) -> GrangerTests:
+    none = (0.0, 1.0)
+    return GrangerTests(lag, nobs, dof, none, none, none, none, reason)
+
+
+def adjust_pvalues(
+    p_values: np.ndarray, method: Literal["bh", "bonferroni"] = "bh"
+) -> np.ndarray:
+    """Correct p-values for testing many hypotheses at once.
+
+    Parameters
+    ----------
+    p_values : ndarray
+        Any shape; NaN entries (tests not made, such as a series against
+        itself) stay NaN and do not count towards the number of tests.
+    method : {"bh", "bonferroni"}
+        ``"bh"``: Benjamini-Hochberg step-up adjustment, which keeps the
+        expected share of false discoveries among the rejections at most
+        ``alpha`` (for independent or positively dependent tests).
+        ``"bonferroni"``: ``min(1, m p)``, which keeps the probability of
+        any false rejection at most ``alpha`` under any dependence.
+
+    Returns
+    -------
+    ndarray
+        Adjusted p-values, same shape; reject where ``adjusted <= alpha``.
+
+    Raises
+    ------
+    ValueError
+        If ``method`` is not one of the two names.
+    """
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = ~np.isnan(p)
+    flat = p[tested]
+    m = flat.size
+    if method == "bonferroni":
+        out[tested] = np.minimum(1.0, flat * m)
+    elif method == "bh":
+        order = np.argsort(flat, kind="stable")
+        scaled = flat[order] * m / np.arange(1, m + 1)
+        # the step-up rule: each adjusted value is the smallest scaled one at
+        # or after its rank
+        running = np.minimum.accumulate(scaled[::-1])[::-1]
+        adjusted = np.empty(m)
+        adjusted[order] = np.minimum(1.0, running)
+        out[tested] = adjusted
+    else:
+        raise ValueError(f"method must be 'bh' or 'bonferroni', got {method!r}")
+    return out
+
+
+_STATUS = ("", "same series", "constant series", "too short", "perfect fit")
+_OK, _SAME, _CONSTANT, _SHORT, _PERFECT = range(len(_STATUS))
+
+
+@dataclass(frozen=True, slots=True)
+class GrangerMatrix:
+    """Granger tests of every ordered pair of series at lags ``1..maxlag``.
+
+    Attributes
+    ----------
+    f_stat : ndarray, shape (maxlag, n_series, n_series)
+        ``f_stat[lag - 1, i, j]`` is the F statistic of "series ``i``
+        Granger-causes series ``j``" at that lag order: source ``i`` on the
+        second axis, target ``j`` on the third.  NaN on the diagonal.
+    p_value : ndarray, shape (maxlag, n_series, n_series)
+        The p-values of ``f_stat`` (F distribution), uncorrected; 1.0 where
+        the test is undefined, NaN on the diagonal.
+    status : ndarray of uint8, shape (maxlag, n_series, n_series)
+        0 where the test was made, otherwise a code read by :meth:`reason`.
+    nobs : ndarray of int64, shape (maxlag,)
+        Rows used at each lag order (``n_points - lag`` after dropping).
+    df_resid : ndarray of int64, shape (maxlag,)
+        Residual degrees of freedom at each lag order, ``nobs - 2 lag - 1``.
+    n_dropped : int
+        Time points dropped because some series was non-finite there.
+    """
+
+    f_stat: np.ndarray
+    p_value: np.ndarray
+    status: np.ndarray
+    nobs: np.ndarray
+    df_resid: np.ndarray
+    n_dropped: int
+
+    @property
+    def maxlag(self) -> int:
+        """The largest lag order tested."""
+        return int(self.f_stat.shape[0])
+
+    @property
+    def n_series(self) -> int:
+        """The number of series."""
+        return int(self.f_stat.shape[1])
+
+    def reason(self, source: int, target: int, lag: int) -> str:
+        """Why the test of ``source -> target`` at ``lag`` is undefined, or ``""``."""
+        return _STATUS[int(self.status[lag - 1, source, target])]
+
+    def best(self) -> tuple[np.ndarray, np.ndarray]:
+        """The smallest p-value over the lag orders of each ordered pair.
+
+        Returns
+        -------
+        p_value : ndarray, shape (n_series, n_series)
+            Bonferroni-corrected over the ``maxlag`` lag orders, as
+            :func:`granger_best` does; NaN on the diagonal.
+        lag : ndarray of int64, shape (n_series, n_series)
+            The lag order that gave it (0 on the diagonal).
+        """
+        filled = np.where(np.isnan(self.p_value), np.inf, self.p_value)
+        idx = np.argmin(filled, axis=0)
+        p = np.take_along_axis(self.p_value, idx[None], axis=0)[0]
+        p = np.minimum(1.0, p * self.maxlag)
+        lag = np.where(np.isnan(p), 0, idx + 1).astype(np.int64)
+        return p, lag
+
+    def adjusted(
+        self, method: Literal["bh", "bonferroni"] = "bh", lag: int | None = None
+    ) -> np.ndarray:
+        """p-values corrected across all ordered pairs (diagonal excluded).
+
+        Parameters
+        ----------
+        method : {"bh", "bonferroni"}
+            See :func:`adjust_pvalues`.
+        lag : int, optional
+            Correct the p-values of this lag order; by default those of
+            :meth:`best` (already corrected over the lag orders).
+
+        Returns
+        -------
+        ndarray, shape (n_series, n_series)
+            NaN on the diagonal.
+
+        Raises
+        ------
+        ValueError
+            If ``lag`` is outside ``1..maxlag``.
+        """
+        if lag is None:
+            p = self.best()[0]
+        else:
+            if not 1 <= lag <= self.maxlag:
+                raise ValueError(f"lag must be in 1..{self.maxlag}, got {lag!r}")
+            p = self.p_value[lag - 1]
+        return adjust_pvalues(p, method)
+
+    def significant(
+        self,
+        alpha: float = 0.05,
+        method: Literal["bh", "bonferroni"] = "bh",
+        lag: int | None = None,
+    ) -> np.ndarray:
+        """Boolean (n_series, n_series): ``i -> j`` holds after correction."""
+        adjusted = self.adjusted(method, lag)
+        return np.nan_to_num(adjusted, nan=np.inf) <= alpha
+
+
+# NOTE: a target block holds at most this many floats of source-lag products
+# (64 MB): 40 series at maxlag 5 fit in one block; 300 series x 1,440 points
+# at maxlag 5 take a few blocks and ~2 s (benchmarks/test_granger.py times 40)
+_BLOCK_FLOATS = 8_000_000
+# NOTE: below these ratios the subtracted Gram matrix or residual sum of
+# squares has lost more than ~6 of its 16 digits, and the pair is recomputed
+# by `granger` directly (tests/test_correlate.py covers such pairs)
+_ILL_GRAM = 1e-6
+_ILL_RSS = 1e-6
+
+
+def granger_matrix(X: np.ndarray, maxlag: int, *, difference: int = 0) -> GrangerMatrix:
+    """Granger-test every ordered pair of series at every lag ``1..maxlag``.
+
+    Gives the same F and p as :func:`granger` on each pair (to about 1e-12
+    relative), without fitting each pair's regressions from scratch.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n_series, n_points)
+        One series per row on a common time grid, float.
+    maxlag : int
+        Largest lag order, positive; every order ``1..maxlag`` is tested.
+    difference : int, default 0
+        Difference each series this many times before testing.  Use 1 for
+        series with a unit root (random walks, counters, drifting gauges):
+        on levels the F distribution does not hold and independent random
+        walks are declared causal far more often than ``alpha``.
+
+    Returns
+    -------
+    GrangerMatrix
+        F statistics and p-values indexed ``[lag - 1, source, target]``.
+
+    Raises
+    ------
+    ValueError
+        If ``X`` is not two-dimensional, ``maxlag`` is smaller than 1 or
+        ``difference`` is negative.
+
+    Notes
+    -----
+    Time points where any series is non-finite (NaN, +/-Inf) are dropped
+    from all series after differencing, which joins every series around the
+    gap; drop mostly-missing series first, or few points will remain.  A
+    pair with a constant series, a lag order for which too few points
+    remain, and a perfect fit get F = 0, p = 1 and a reason; the diagonal is
+    NaN.
+
+    The restricted model of each target (a constant and its own lags) is
+    factored once per lag order (QR) and shared by every source.  By the
+    Frisch-Waugh-Lovell theorem, the extra sum of squares that a source's lag
+    block explains equals ``b' G^-1 b``, with ``G`` the Gram matrix of the
+    source lags after removing the target's restricted design and ``b``
+    their product with the restricted residual.  Both come from a few
+    matrix products for all pairs at once, then one small ``lag x lag``
+    solve per pair.  Pairs where this loses precision (a source almost
+    explained by the target's own lags, a near-perfect fit) are recomputed
+    with :func:`granger`.
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim != 2:
+        raise ValueError(f"X must be 2-D (n_series, n_points), got {X.ndim} dimensions")
+    if isinstance(maxlag, bool) or int(maxlag) != maxlag or maxlag < 1:
+        raise ValueError(f"maxlag must be a positive integer, got {maxlag!r}")
+    if isinstance(difference, bool) or int(difference) != difference or difference < 0:
+        raise ValueError(
+            f"difference must be a non-negative integer, got {difference!r}"
+        )
+    maxlag, difference = int(maxlag), int(difference)
+
+    if difference:
+        X = np.diff(X, n=difference, axis=1)
+    with np.errstate(invalid="ignore"):
+        keep = np.isfinite(X).all(axis=0)
+    n_dropped = int((~keep).sum())
+    X = np.ascontiguousarray(X[:, keep])
+    s, n = X.shape
+
+    shape = (maxlag, s, s)
+    f_stat = np.zeros(shape)
+    p_value = np.ones(shape)
+    status = np.zeros(shape, dtype=np.uint8)
+    nobs = np.maximum(n - np.arange(1, maxlag + 1), 0).astype(np.int64)
+    df_resid = np.maximum(nobs - 2 * np.arange(1, maxlag + 1) - 1, 0).astype(np.int64)
+    constant = np.ptp(X, axis=1) == 0 if n else np.ones(s, dtype=bool)
+    with_constant = constant[:, None] | constant[None, :]
+    for lag in range(1, maxlag + 1):
+        if nobs[lag - 1] - 2 * lag - 1 < 1:
+            status[lag - 1] = _SHORT
+            continue
+        status[lag - 1][with_constant] = _CONSTANT
+        _fill_lag(X, lag, constant, f_stat[lag - 1], p_value[lag - 1], status[lag - 1])
+
+    diag = np.arange(s)
+    f_stat[:, diag, diag] = np.nan
+    p_value[:, diag, diag] = np.nan
+    status[:, diag, diag] = _SAME
+    return GrangerMatrix(f_stat, p_value, status, nobs, df_resid, n_dropped)
+
+
+def _fill_lag(
+    X: np.ndarray,
+    lag: int,
+    constant: np.ndarray,
+    f_out: np.ndarray,
+    p_out: np.ndarray,
+    status: np.ndarray,
+) -> None:
+    """Fill the (source, target) F, p and status of one lag order in place."""
+    s, n = X.shape
+    n_rows = n - lag
+    dof = n_rows - 2 * lag - 1
+    # F is scale free: standardised series keep the Gram matrices well scaled
+    mu = X.mean(axis=1, keepdims=True)
+    sd = X.std(axis=1, keepdims=True)
+    Z = (X - mu) / np.where(sd > 0, sd, 1.0)
+
+    # lags[i, t, k] = Z[i, lag + t - (k + 1)]: the lag block of series i
+    windows = np.lib.stride_tricks.sliding_window_view(Z, lag, axis=1)
+    lags = np.ascontiguousarray(windows[:, :n_rows, ::-1])
+    flat = lags.transpose(1, 0, 2).reshape(n_rows, s * lag)
+    gram = lags.transpose(0, 2, 1) @ lags
+    gram_diag = np.einsum("ikk->ik", gram)
+    y = Z[:, lag:]
+    tss = ((y - y.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+
+    block = max(1, _BLOCK_FLOATS // max(1, s * lag * (lag + 1)))
+    for lo in range(0, s, block):
+        hi = min(s, lo + block)
+        m = hi - lo
+        design = np.concatenate([np.ones((m, n_rows, 1)), lags[lo:hi]], axis=2)
+        q, r = np.linalg.qr(design)
+        col_norm = np.linalg.norm(design, axis=1)
+        ill_target = (np.abs(np.einsum("jkk->jk", r)) <= 1e-8 * col_norm).any(axis=1)
+
+        qty = np.einsum("jtk,jt->jk", q, y[lo:hi])
+        resid = y[lo:hi] - np.einsum("jtk,jk->jt", q, qty)
+        rss_r = np.einsum("jt,jt->j", resid, resid)
+        # cross[j, a, i, k]: the restricted basis of target j against source i's lags
+        qt = q.transpose(0, 2, 1).reshape(m * (lag + 1), n_rows)
+        cross = (qt @ flat).reshape(m, lag + 1, s, lag)
+        gram_t = gram[None] - np.einsum("jaik,jail->jikl", cross, cross)
+        b = (resid @ flat).reshape(m, s, lag)
+
+        ratio = np.einsum("jikk->jik", gram_t) / np.where(gram_diag > 0, gram_diag, 1.0)
+        ill = ill_target[:, None] | ~(ratio.min(axis=2) > _ILL_GRAM)
+        gram_t[ill] = np.eye(lag)
+        z = np.linalg.solve(gram_t, b[..., None])[..., 0]
+        extra = np.maximum(np.einsum("jik,jik->ji", b, z), 0.0)
+        rss_u = rss_r[:, None] - extra
+        ill |= ~(rss_u > _ILL_RSS * rss_r[:, None])
+        perfect = rss_u <= _EPS * tss[lo:hi, None]
+
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = (extra / lag) / (rss_u / dof)
+        ok = ~ill & ~perfect
+        f = np.where(ok, f, 0.0)
+        f_out[:, lo:hi] = f.T
+        p_out[:, lo:hi] = np.where(ok, stats.f.sf(f, lag, dof), 1.0).T
+        st = status[:, lo:hi]
+        st[(perfect & ~ill).T & (st == _OK)] = _PERFECT
+
+        # the few pairs the batched algebra cannot trust are refit one by one
+        for jj, i in zip(*np.nonzero(ill)):
+            j = lo + jj
+            if i == j or constant[i] or constant[j]:
+                continue
+            res = granger(X[i], X[j], lag)
+            f_out[i, j], p_out[i, j] = res.f_stat, res.p_value
+            status[i, j] = _STATUS.index(res.reason) if res.reason else _OK

@@ -1,34 +1,40 @@
-"""Fixtures for the kernel tests: seeded generators and the shared test data."""
+"""Helpers for the kernel tests; the seeded ``rng`` comes from tests/conftest.py."""
 
 from __future__ import annotations
 
-import os
+import doctest
 import sys
 from pathlib import Path
+from types import ModuleType
 
-import numpy as np
 import pytest
 
 # tests/reference.py holds the oracles; make it importable as `reference`
-# whether or not a tests/conftest.py puts tests/ on the path.
+# (pytest puts only this folder on sys.path for these test modules).
 _TESTS = Path(__file__).resolve().parents[1]
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-SHARED_DATA = Path(
-    os.environ.get("OBSCORE_SHARED_DATA", _TESTS.parents[1] / "shared" / "data")
-)
-
 
 @pytest.fixture
-def rng() -> np.random.Generator:
-    """A generator with a fixed seed, fresh for each test."""
-    return np.random.default_rng(20240611)
+def run_doctests():
+    """Run the docstring examples of a compiled module; return (failed, attempted).
 
+    pytest's doctest collection does not reach into extension modules, so
+    the examples are found object by object here.
+    """
 
-@pytest.fixture
-def shared_data() -> Path:
-    """The shared data folder (../shared/data); skips the test when absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"shared data not found at {SHARED_DATA}; set OBSCORE_SHARED_DATA")
-    return SHARED_DATA
+    def run(module: ModuleType) -> tuple[int, int]:
+        finder = doctest.DocTestFinder(exclude_empty=True)
+        runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+        for name in sorted(dir(module)):
+            obj = getattr(module, name)
+            if getattr(obj, "__module__", None) != module.__name__:
+                continue
+            globs = dict(vars(module))  # examples see the module namespace
+            for test in finder.find(obj, name=f"{module.__name__}.{name}", globs=globs):
+                runner.run(test)
+        failed, attempted = runner.summarize(verbose=False)
+        return failed, attempted
+
+    return run

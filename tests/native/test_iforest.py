@@ -90,6 +90,28 @@ def test_iforest_split_comparison_matches_sklearn_float32_cast():
     )
 
 
+@pytest.mark.parametrize("split", [0.0, -0.0])
+def test_iforest_one_split_compares_like_float32(split):
+    # Root tests feature 0 <= split; left leaf credits 1, right leaf 2, NaN
+    # goes right. With denominator 1 the scores are -2**-1 and -2**-2.
+    forest = Forest(
+        feature=[0, 0, 0],
+        threshold=np.array([split, np.inf, np.inf], dtype=np.float32),
+        child=[1, 1, 2],
+        nan_right=[1, 0, 0],
+        leaf_value=[0.0, 1.0, 2.0],
+        tree_offset=[0, 3],
+        tree_depth=[1],
+        n_features=1,
+        denominator=1.0,
+    )
+    x = np.array([-0.0, 0.0, 1e-50, -1e-50, 1e-44, -1.0, np.inf, -np.inf, np.nan])
+    expected = [-0.5, -0.5, -0.5, -0.5, -0.25, -0.5, -0.25, -0.5, -0.25]
+    # 1e-50 casts to 0.0 in float32 and stays left; 1e-44 is a float32
+    # subnormal above 0 and goes right.
+    assert forest.score([x]).tolist() == expected
+
+
 def test_iforest_nan_features_follow_sklearn(rng):
     model = fitted()
     forest = Forest.from_sklearn(model)

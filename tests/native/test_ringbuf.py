@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import INT64_MIN, RingModel
 
+from obscore._native import ringbuf
 from obscore._native.ringbuf import DUPLICATE, OUT_OF_ORDER, STORED, RingBuffers
 
 
@@ -287,3 +288,8 @@ def test_ringbuf_read_range_matches_filter(capacity, n_pushed, start, end):
     expected = model.read(0, start, end)
     assert got_ts.tolist() == [t for t, _ in expected]
     assert got_values.tolist() == [v for _, v in expected]
+
+
+def test_ringbuf_docstring_examples_run(run_doctests):
+    failed, attempted = run_doctests(ringbuf)
+    assert attempted > 0 and failed == 0

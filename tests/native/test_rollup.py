@@ -10,6 +10,7 @@ import reference
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from obscore._native import rollup
 from obscore._native.rollup import COLUMNS, rollup_downsample, rollup_fold
 
 I64 = np.int64
@@ -265,3 +266,8 @@ def test_rollup_downsample_of_fold_equals_coarse_fold(data, is_counter):
     assert_rows_equal(
         downsample(fine, 5000), fold(groups, ts, values, 5000, is_counter)
     )
+
+
+def test_rollup_docstring_examples_run(run_doctests):
+    failed, attempted = run_doctests(rollup)
+    assert attempted > 0 and failed == 0

@@ -10,9 +10,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import reference
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from obscore._native import zscore
 from obscore._native.zscore import ZScoreState, zscore_rolling
 
 I64 = np.int64
@@ -228,6 +229,31 @@ def test_zscore_no_drift_over_ten_million_points():
     assert scores[n - 1] == pytest.approx(expected, rel=1e-8)
 
 
+@pytest.mark.parametrize("spike", [2e5, 5e7, 1.23456e9, 1e12])
+def test_zscore_spike_leaving_the_window_leaves_no_trace(rng, spike):
+    # A spike's square dominates the sums; its rounding would swamp the
+    # variance of the values around it once it leaves. With the recompute on
+    # departure disabled, two of these cases missed by 1.6e-7 and 1.2e-3.
+    values = rng.normal(0.0, 1.0, size=1200)
+    values[300] = spike
+    ts = np.arange(1200, dtype=I64)
+    _, scores = update(ZScoreState(100), ts, values)
+    expected = reference.zscores(ts.tolist(), values.tolist(), 100)
+    np.testing.assert_allclose(scores[401:], expected[401:], rtol=1e-9)
+    rolled = np.empty_like(values)
+    zscore_rolling(values, 100, rolled)
+    expected = reference.rolling_zscores(values.tolist(), 100)
+    np.testing.assert_allclose(rolled[401:], expected[401:], rtol=1e-9)
+
+
+def test_zscore_huge_values_are_scored_but_never_join():
+    state = ZScoreState(10_000)
+    _, scores = update(state, range(5), [1.0, 2.0, 9e307, 1.0, 2.0])
+    assert scores[2] > 1e300 and np.isfinite(scores[3:]).all()
+    assert state.count == 4  # 9e307 is beyond 1e100: scored, kept out
+    assert scores[4] == pytest.approx((2.0 - 4.0 / 3.0) / np.std([1, 2, 1], ddof=1))
+
+
 def test_zscore_accepts_readonly_arrow_buffers():
     ts = pa.array([0, 1, 2], pa.int64()).to_numpy(zero_copy_only=True)
     values = pa.array([1.0, 2.0, 6.0]).to_numpy(zero_copy_only=True)
@@ -340,6 +366,7 @@ def test_zscore_matches_reference_on_integer_values(steps, window_ms, min_count)
     values=st.lists(adversarial, max_size=60),
     window=st.integers(2, 10),
 )
+@example(values=[8.98846567431158e307, 0.0, 1.0, 0.0], window=2)  # once gave NaN
 def test_zscore_rolling_nan_and_finite_pattern(values, window):
     values = np.array(values, dtype=np.float64)
     scores = np.empty_like(values)
@@ -348,3 +375,8 @@ def test_zscore_rolling_nan_and_finite_pattern(values, window):
     assert (np.isnan(scores) == np.isnan(values)).all()
     finite = np.isfinite(values) & (np.abs(values) < 1e150)
     assert np.isfinite(scores[finite]).all()
+
+
+def test_zscore_docstring_examples_run(run_doctests):
+    failed, attempted = run_doctests(zscore)
+    assert attempted > 0 and failed == 0

@@ -123,6 +123,15 @@ def hist_bucketize(
 
     Weights are added as given, in input order (a NaN weight makes its
     bucket NaN).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> counts = np.zeros(3)
+    >>> hist_bucketize(np.array([0.5, 1.0, 7.0, np.nan]), np.array([1.0, 5.0]), counts)
+    1
+    >>> counts.tolist()
+    [2.0, 0.0, 1.0]
     """
     cdef intp_t nb = bounds.shape[0]
     cdef intp_t j, n_nan
@@ -282,6 +291,13 @@ def hist_quantile(
     bucket interpolates from 0 when its bound is positive and returns its
     bound otherwise; a rank in the ``+Inf`` bucket returns the largest
     finite bound. A NaN count gives NaN (PromQL leaves that case undefined).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bounds = np.array([0.1, 0.2, 1.0, np.inf])
+    >>> round(hist_quantile(0.5, bounds, np.array([50.0, 70.0, 110.0, 120.0])), 9)
+    0.15
     """
     cdef float64_t result
     _check_quantile_shapes(bounds.shape[0], cumulative.shape[0])

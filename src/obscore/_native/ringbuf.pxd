@@ -12,7 +12,7 @@ cdef class RingBuffers:
     cdef object _value_rows         # ndarray float64 (n_alloc, stride): values, ring order
     cdef object _heads              # ndarray int64 (n_alloc,): next write position per slot
     cdef object _counts             # ndarray int64 (n_alloc,): samples stored per slot
-    cdef object _last_ts            # ndarray int64 (n_alloc,): last stored ts in ms, INT64_MIN if empty
+    cdef object _last_ts            # ndarray int64 (n_alloc,): last stored ts in ms, or INT64_MIN
     cdef int64_t[:, ::1] _ts        # view of _ts_rows
     cdef float64_t[:, ::1] _values  # view of _value_rows
     cdef int64_t[::1] _head         # view of _heads

@@ -40,18 +40,19 @@ class RingBuffers:
         self,
         slot: int,  # int64_t
     ) -> int: ...  # int64_t, INT64_MIN when empty
+    # returns (ts, values); read-only views when contiguous in the ring
     def read(
         self,
         slot: int,  # int64_t
         start_ms: int = ...,  # int64_t, default INT64_MIN
         end_ms: int = ...,  # int64_t, default INT64_MAX
     ) -> tuple[NDArray[np.int64], NDArray[np.float64]]: ...
+    # returns (position in slots, ts, values) for every sample read
     def read_many(
         self,
         slots: NDArray[np.int64],  # const int64_t[::1]
         start_ms: int = ...,  # int64_t, default INT64_MIN
         end_ms: int = ...,  # int64_t, default INT64_MAX
     ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float64]]: ...
-    # read_many returns (index into slots, ts, values)
     def __reduce__(self) -> tuple[Any, ...]: ...
     def __setstate__(self, state: dict[str, Any]) -> None: ...

@@ -130,6 +130,14 @@ def rollup_fold(
     Empty input gives empty arrays. ts must lie at least ``step_ms`` away
     from the int64 limits. The output is allocated for the worst case (one
     row per sample) and trimmed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> out = rollup_fold(np.array([7, 7, 7]), np.array([0, 30_000, 60_000]),
+    ...                   np.array([1.0, 3.0, 2.0]), 60_000, True)
+    >>> out["ts"].tolist(), out["count"].tolist(), out["increase"].tolist()
+    ([0, 60000], [2, 1], [2.0, 2.0])
     """
     cdef intp_t n = groups.shape[0]
     cdef int64_t step = step_ms

@@ -2,16 +2,17 @@
 
 Each sample is scored against the mean and sample standard deviation of the
 samples before it in a look-back window, then joins the window. The window
-keeps shifted sums, so adding and removing a sample is O(1); the sums are
-recomputed exactly from the window now and then, so rounding cannot pile up
-over long runs.
+keeps sums of (x - ref) and (x - ref)**2 with ref near the mean, so adding
+and removing a sample is O(1). The sums are recomputed exactly from the
+window every 4n + 4096 updates, when the mean drifts far from ref, and when
+a spike leaves the window, so rounding cannot pile up over long runs.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from libc.math cimport NAN, fabs, isfinite, isnan, sqrt
+from libc.math cimport NAN, fabs, isnan, sqrt
 from libc.stdint cimport INT64_MIN
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
@@ -21,6 +22,14 @@ from obscore._native._types cimport float64_t, int64_t, intp_t
 
 cdef float64_t _STD_REL_FLOOR = 1e-9   # floor on std, relative to |mean|
 cdef float64_t _STD_ABS_FLOOR = 1e-12  # floor on std when the mean is near 0
+cdef float64_t _MAX_JOIN = 1e100       # larger |x| are scored but never join the window
+cdef int64_t _STALE = 1 << 62          # ops value that forces an exact recompute
+
+
+cdef inline bint _joins(float64_t x) noexcept nogil:
+    # Whether a value may enter the window: not NaN, not +-Inf, and small
+    # enough that its square cannot overflow the sums.
+    return fabs(x) <= _MAX_JOIN
 
 
 # --- zscore: moments of the window ---
@@ -59,12 +68,19 @@ cdef inline void _add_moments(Moments* m, float64_t x) noexcept nogil:
 
 cdef inline void _remove_moments(Moments* m, float64_t x) noexcept nogil:
     cdef float64_t d = x - m.ref
+    cdef float64_t dd = d * d
     m.s1 -= d
-    m.s2 -= d * d
+    m.s2 -= dd
     m.n -= 1
     m.ops += 1
     if m.run > m.n:
         m.run = m.n
+    # A term far above the spread of what remains (a spike leaving) took the
+    # low digits of the sums with it: ask for an exact recompute. Differences
+    # at rounding level (1e-12 of the level) never count as spikes, so a
+    # near-constant window does not recompute on every removal.
+    if m.n > 0 and dd * m.n > 1e4 * (m.s2 * m.n - m.s1 * m.s1) and dd > 1e-24 * m.ref * m.ref:
+        m.ops = _STALE
 
 
 cdef inline float64_t _calc_zscore(const Moments* m, float64_t x,
@@ -106,11 +122,11 @@ cdef inline bint _is_stale(const Moments* m) noexcept nogil:
 
 cdef void _span_sums(const float64_t* x, intp_t n, float64_t ref,
                      float64_t* s1, float64_t* s2) noexcept nogil:
-    # Add sum(x - ref) and sum((x - ref)**2) over the finite x of a span.
+    # Add sum(x - ref) and sum((x - ref)**2) over the x of a span that join.
     cdef intp_t i
     cdef float64_t d
     for i in range(n):
-        if isfinite(x[i]):
+        if _joins(x[i]):
             d = x[i] - ref
             s1[0] += d
             s2[0] += d * d
@@ -118,7 +134,7 @@ cdef void _span_sums(const float64_t* x, intp_t n, float64_t ref,
 
 cdef Moments _recompute_span(Moments m, const float64_t* a, intp_t na,
                              const float64_t* b, intp_t nb) noexcept nogil:
-    # Exact sums over the window, given as the finite values of spans a, b.
+    # Exact sums over the window, given as the joining values of spans a, b.
     # Takes and returns the moments by value, so callers keep theirs in
     # registers (passing their address out made the hot loop 3x slower).
     cdef float64_t total = 0.0, unused = 0.0
@@ -312,11 +328,13 @@ cdef class ZScoreState:
             while m.n > 0 and ring_ts[head] <= cutoff:
                 _remove_moments(&m, ring_values[head])
                 head = (head + 1) & mask
+            if m.ops >= _STALE and m.n > 0:
+                m = self._recompute(m, head)
 
             score = _calc_zscore(&m, x, min_count)
             scores[i] = score
             written += not isnan(score)
-            if not isfinite(x):
+            if not _joins(x):
                 continue
 
             if m.n == mask + 1:
@@ -368,10 +386,11 @@ cdef class ZScoreState:
         scores the same value 0.0 and any other value a large finite score.
 
         NaN values score NaN and are otherwise ignored: they do not join the
-        window and do not move time. +-Inf values score +-Inf (0.0 while the
-        window is too small) and move time but never join the window, so one
-        cannot poison later scores. Finite values beyond about 1e150 in
-        magnitude may overflow the sums and give NaN.
+        window and do not move time. +-Inf values, and finite values beyond
+        1e100 in magnitude (whose squares could overflow the sums), are
+        scored (+-Inf for infinities; 0.0 while the window is too small) and
+        move time but never join the window, so one cannot poison later
+        scores. Finite values below 1e150 in magnitude always score finite.
 
         A sample whose ts is older than the newest ts seen is treated as
         arriving at that newest ts. Empty input writes nothing and returns 0.
@@ -466,8 +485,9 @@ def zscore_rolling(
     -----
     Same conventions as :meth:`ZScoreState.update` with ``min_count=2``:
     0.0 until two values are in the window, std floored, NaN values score
-    NaN and are skipped (the window is the previous ``window`` finite
-    values), +-Inf values are scored but never join. On finite input it
+    NaN and are skipped, +-Inf and values beyond 1e100 in magnitude are
+    scored but never join; the window is the previous ``window`` values
+    that joined. On finite input it
     matches ``(x - s.rolling(window, min_periods=2).mean().shift())
     / s.rolling(window, min_periods=2).std().shift()`` in pandas. Empty
     input returns 0.
@@ -493,11 +513,11 @@ def zscore_rolling(
             score = _calc_zscore(&m, x, 2)
             scores[i] = score
             written += not isnan(score)
-            if not isfinite(x):
+            if not _joins(x):
                 continue
 
             if m.n == w:
-                while not isfinite(values[tail]):
+                while not _joins(values[tail]):
                     tail += 1
                 _remove_moments(&m, values[tail])
                 tail += 1
