@@ -84,9 +84,29 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if diag.top is not None and diag.top.service == truth.service:
             first += 1
     print()
+    _print_dedup_comparison(engine, result, matches)
     print(f"Detected {detected} of {len(matches)} injected incidents; true cause service ranked first for {first} of {len(matches)}.")
     print(f"Report: {report}  ({time.perf_counter() - t0:.1f} s)")
     return 0
+
+
+def _print_dedup_comparison(engine, result, matches) -> None:
+    """Alerts raised per injected incident with exact-only and with similarity dedup."""
+    from obscore.alert import AlertBook
+    from obscore.pipeline import raise_alerts
+
+    exact = AlertBook(engine.config.dedup_window_ms, None)
+    raise_alerts(exact, result.incidents, engine.config.metrics)
+    similar = engine.alert_book
+    for n, (truth, inc, _) in enumerate(matches, 1):
+        if inc is None:
+            continue
+        e = sum(1 for a in exact.alerts if a.incident_id == inc.id)
+        s = sum(1 for a in similar.alerts if a.incident_id == inc.id)
+        print(f"Incident {n} ({truth.kind}): {e} alerts with exact dedup, {s} with similarity dedup")
+    print(f"All alerts: {len(exact.alerts)} with exact dedup, {len(similar.alerts)} with similarity dedup "
+          f"(threshold {engine.config.dedup_similarity:g}, window {engine.config.dedup_window_ms // 60_000}m)")
+    print()
 
 
 def _record_demo_changes(engine, sim, seed: int) -> None:

@@ -185,7 +185,7 @@ class Engine:
             for name, callees in dependencies.items():
                 old = self.catalogue.get(name) or Service(name)
                 self.catalogue.add(replace(old, dependencies=tuple(callees)))
-        self.alert_book = AlertBook(self.config.dedup_window_ms)
+        self.alert_book = AlertBook(self.config.dedup_window_ms, self.config.dedup_similarity)
         self.patterns = load_patterns(self.config.pattern_files)
         self.incidents: list[Incident] = []
         self.last_result: PipelineResult | None = None

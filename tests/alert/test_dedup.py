@@ -53,3 +53,25 @@ def test_severity_grows_with_score_duration_and_breadth():
     assert severity(0.9, 60_000, 1) > base
     assert severity(0.7, 600_000, 1) > base
     assert severity(0.7, 60_000, 4) > base
+
+
+def test_similarity_dedup_folds_region_variants_and_keeps_members():
+    from obscore.alert.dedup import similarity
+
+    book = AlertBook(15 * M, similarity_threshold=0.8)
+    eu = {"alertname": "error_rate_anomaly", "service": "db", "region": "eu"}
+    us = {**eu, "region": "us"}
+    a, _ = book.raise_alert(eu, 0, M, 0.9, "error_rate of db above its range")
+    b, new = book.raise_alert(us, 2 * M, 3 * M, 0.9, "error_rate of db above its range")
+    assert not new and b is a and a.members == {fingerprint(us)}
+    assert similarity(eu, "x", us, "x") == pytest.approx(0.7 * 5 / 6 + 0.3)
+    # a repeat of the folded fingerprint lands on the same alert
+    c, new = book.raise_alert(us, 5 * M, 6 * M, 0.9, "error_rate of db above its range")
+    assert not new and c is a and a.count == 3
+
+
+def test_similarity_dedup_never_folds_different_alert_names():
+    book = AlertBook(15 * M, similarity_threshold=0.5)
+    book.raise_alert({"alertname": "a", "service": "db"}, 0, M, 0.9, "same words")
+    _, new = book.raise_alert({"alertname": "b", "service": "db"}, 0, M, 0.9, "same words")
+    assert new and len(book.alerts) == 2
