@@ -53,7 +53,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     steps.update()
     steps.set_postfix_str("writing the report")
     alerts = engine.alerts()
-    report = write_demo_report(out_dir, sim, result, matches, alerts, engine.alert_book.folded)
+    report = write_demo_report(
+        out_dir, sim, result, matches, alerts, engine.alert_book.folded, engine.catalogue.dependencies()
+    )
     steps.update()
     steps.close()
 
@@ -238,6 +240,35 @@ def _smd_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    from obscore.engine import Engine
+    from obscore.errors import ConfigError
+    from obscore.server import create_app, serve
+    from obscore.server.simulate import fill_from_simulation, simulated_catalogue
+
+    token = args.token or os.environ.get("OBSCORE_TOKEN") or None
+    catalogue = simulated_catalogue() if args.simulate else None
+    engine = Engine(args.data, config=args.config, catalogue=catalogue)
+    app = create_app(
+        engine,
+        token=token,
+        max_body_bytes=args.max_body_mb * 1024 * 1024,
+        max_series=args.max_series,
+        declare=args.declare,
+        warmup=fill_from_simulation if args.simulate else None,
+    )
+    try:
+        serve(app, args.host, args.port, token=token)
+    except ConfigError as exc:
+        print(f"obscore serve: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obscore", description="An embeddable observability engine.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
@@ -277,6 +308,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)
+
+    srv = sub.add_parser("serve", help="serve the HTTP API (Prometheus/Alertmanager-shaped) and the dashboard")
+    srv.add_argument("--data", default=None, help="data directory (default: in memory)")
+    srv.add_argument("--config", default=None, help="obscore.toml to use")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    srv.add_argument("--port", type=int, default=9464, help="port (default 9464)")
+    srv.add_argument("--token", default=None, help="bearer token for writes (or OBSCORE_TOKEN); required off loopback")
+    srv.add_argument("--simulate", action="store_true", help="fill the engine with a simulated day and run the pipeline")
+    srv.add_argument("--declare", action="store_true", help="declare metrics the config does not know when pushed")
+    srv.add_argument("--max-body-mb", type=int, default=32, help="largest request body in MiB (default 32)")
+    srv.add_argument("--max-series", type=int, default=10_000, help="most series one query may return (default 10000)")
+    srv.set_defaults(func=cmd_serve)
     return parser
 
 

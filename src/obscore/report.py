@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from obscore.diagnose.runbook import write_runbook
+
 logger = logging.getLogger(__name__)
 
 
@@ -61,6 +63,7 @@ def write_demo_report(
     matches: Sequence[tuple],
     alerts,
     folded: int,
+    dependencies=None,
 ) -> Path:
     """Write ``report.md`` and its plots into ``out_dir``; return the report path.
 
@@ -97,6 +100,13 @@ def write_demo_report(
             continue
         lines.append(f"Detected as incident {inc.id}: {len(inc.anomalies)} anomalies from {_when(inc.start_ms)} to {_when(inc.end_ms)}; first: `{inc.first.signal}`.")
         if diag is not None:
+            runbook = out_dir / f"runbook_{i}.md"
+            sev = max((a.severity for a in alerts if a.incident_id == inc.id), default=0.0)
+            runbook.write_text(
+                write_runbook(inc, diag, signals=result.signals, dependencies=dependencies, severity=sev),
+                encoding="utf-8",
+            )
+            lines += ["", f"Runbook: [{runbook.name}]({runbook.name})"]
             lines += ["", "| rank | service | metric | confidence | evidence |", "|---|---|---|---|---|"]
             for r, c in enumerate(diag.candidates[:3], 1):
                 ev = ", ".join(f"{k} {v:.2f}" for k, v in c.evidence.items())
