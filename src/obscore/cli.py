@@ -181,6 +181,43 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_scrape(args: argparse.Namespace) -> int:
+    import time
+
+    from obscore.durations import parse_duration
+    from obscore.engine import Engine
+    from obscore.errors import ObscoreError
+    from obscore.ingest.scrape import Target
+
+    try:
+        interval_s = parse_duration(args.interval) / 1000
+        duration_s = parse_duration(args.duration) / 1000
+        targets = [Target(url, job=args.job, interval_s=interval_s) for url in args.urls]
+    except ObscoreError as exc:
+        print(f"obscore scrape: {exc}", file=sys.stderr)
+        return 2
+    engine = Engine(args.data, config=args.config)
+    scraper = engine.scrape(targets, timeout_s=min(10.0, interval_s))
+    try:
+        with tqdm(total=round(duration_s), desc="scrape", unit="s", file=sys.stderr, disable=args.quiet) as bar:
+            end = time.monotonic() + duration_s
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(min(1.0, left))
+                bar.n = round(duration_s - max(left - 1.0, 0.0))
+                bar.refresh()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        scraper.stop()
+    for row in scraper.target_stats():
+        print(
+            f"{row['job']} {row['instance']}: {row['scrapes']} scrapes, {row['failures']} failed, "
+            f"last {row.get('samples', 0)} samples"
+        )
+    engine.close()
+    return 0 if all(s.scrapes > s.failures for s in scraper.stats) else 1
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -297,6 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     ing.add_argument("--declare", action="store_true", help="declare unknown metrics from their TYPE lines")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ing.set_defaults(func=cmd_ingest)
+
+    scr = sub.add_parser("scrape", help="scrape Prometheus targets into a data directory")
+    scr.add_argument("urls", nargs="+", help="/metrics URLs")
+    scr.add_argument("--interval", default="15s", help="time between scrapes of a target (default 15s)")
+    scr.add_argument("--duration", default="30s", help="how long to scrape (default 30s; Ctrl-C ends early)")
+    scr.add_argument("--job", default="scrape", help="job label of the targets (default scrape)")
+    scr.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
+    scr.add_argument("--config", default=None, help="obscore.toml to use")
+    scr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    scr.set_defaults(func=cmd_scrape)
 
     ev = sub.add_parser("eval", help="evaluate detectors or diagnosis on labelled benchmarks")
     ev.add_argument("suite", choices=["nab", "smd", "rca"], help="which benchmark")

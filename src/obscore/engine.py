@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -24,6 +25,8 @@ from obscore.config import Config, load_config
 from obscore.diagnose import Diagnosis, diagnose
 from obscore.diagnose.patterns import load_patterns
 from obscore.errors import DroppedDataWarning, InvalidSampleError, UnknownMetricError
+from obscore.ingest.limits import CardinalityGuard
+from obscore.ingest.sampling import AdaptiveSampler
 from obscore.model import (
     LabelSet,
     MetricKind,
@@ -31,6 +34,7 @@ from obscore.model import (
     SeriesIndex,
     as_sample_table,
     sample_table,
+    series_id,
 )
 from obscore.pipeline import (
     Incident,
@@ -71,6 +75,10 @@ class _Child:
             self.bucket_counts = [0.0] * (len(spec.bounds) + 1)
             self.sum = 0.0
             self.count = 0.0
+            # Live observations (no ts_ms) go through the metric's sampler and
+            # are written at the next flush; timed ones are exact.
+            self.sampled = engine.sampled_histogram(spec)
+            self._flushed_count = 0.0
 
     def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
         if self.spec.kind is not MetricKind.COUNTER:
@@ -92,18 +100,34 @@ class _Child:
     def observe(self, value: float, ts_ms: int | None = None) -> None:
         if not self.spec.is_histogram:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; observe() is for histograms")
+        if ts_ms is None and self.sampled is not None:
+            self.sampled.observe(value)
+            return
         i = bisect.bisect_left(self.spec.bounds, value)
         self.bucket_counts[i] += 1
         self.sum += value
         self.count += 1
-        ts = _now_ms() if ts_ms is None else int(ts_ms)
+        self._write(_now_ms() if ts_ms is None else int(ts_ms))
+
+    def _write(self, ts: int) -> None:
+        """Record the cumulative buckets, sum and count: exact plus sampled estimates."""
+        counts, total, count = self.bucket_counts, self.sum, self.count
+        if self.sampled is not None:
+            counts = [a + b for a, b in zip(counts, self.sampled.bucket_counts.tolist())]
+            total += self.sampled.sum
+            count += self.sampled.count
         name = self.spec.name
         cum = 0.0
-        for bound, n in zip((*self.spec.bounds, float("inf")), self.bucket_counts):
+        for bound, n in zip((*self.spec.bounds, float("inf")), counts):
             cum += n
             self._engine.record(f"{name}_bucket", self.labels_set.with_(le=_fmt_le(bound)), cum, ts)
-        self._engine.record(f"{name}_sum", self.labels_set, self.sum, ts)
-        self._engine.record(f"{name}_count", self.labels_set, self.count, ts)
+        self._engine.record(f"{name}_sum", self.labels_set, total, ts)
+        self._engine.record(f"{name}_count", self.labels_set, count, ts)
+
+    def _flush_sampled(self, ts: int) -> None:
+        if self.sampled is not None and self.sampled.count != self._flushed_count:
+            self._flushed_count = self.sampled.count
+            self._write(ts)
 
 
 class MetricHandle:
@@ -119,6 +143,8 @@ class MetricHandle:
         child = self._children.get(key)
         if child is None:
             child = self._children[key] = _Child(self._engine, self.spec, key)
+            if self.spec.is_histogram and child.sampled is not None:
+                self._engine._sampled_children.append(child)
         return child
 
     def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
@@ -190,6 +216,16 @@ class Engine:
         self.incidents: list[Incident] = []
         self.last_result: PipelineResult | None = None
         self.dropped: dict[str, int] = {}
+        self.samples_ingested = 0
+        limits = self.config.raw.get("limits", {})
+        self.guard = CardinalityGuard(
+            per_metric=int(limits.get("series_per_metric", 10_000)),
+            total=int(limits.get("series_total", 1_000_000)),
+        )
+        self._samplers: dict[str, AdaptiveSampler] = {}
+        self._sampled_children: list[_Child] = []
+        self._scrapers: list = []
+        self._lock = threading.RLock()  # the scraper's thread ingests too
         self._handles: dict[str, MetricHandle] = {}
         self._pending: list[tuple[int, int, float]] = []
         self._series_cache: dict[str, int] = {}
@@ -197,6 +233,7 @@ class Engine:
         self.wal_damage = None
         if self.data_dir is not None:
             self._load()
+        self.guard.count_existing(self.index)
         logger.info("engine opened: data_dir=%s, %d series", self.data_dir, len(self.index))
 
     # --- metadata ------------------------------------------------------------
@@ -246,9 +283,18 @@ class Engine:
     def record(
         self, name: str, labels: Mapping[str, str], value: float, ts_ms: int | None = None
     ) -> None:
-        """Record one sample; it is stored at the next flush (or query)."""
+        """Record one sample; it is stored at the next flush (or query).
+
+        A sample of a new series that would pass a series limit is dropped,
+        counted and warned about once per metric (see ``guard``).
+        """
         self.spec(name)
-        sid = self._add_series(name, labels)
+        sid = series_id(name, labels)
+        if sid not in self.index:
+            with self._lock:
+                if not self.guard.admit(name, labels):
+                    return
+                self._add_series(name, labels)
         ts = _now_ms() if ts_ms is None else int(ts_ms)
         self._pending.append((sid, ts, float(value)))
         if len(self._pending) >= 10_000:
@@ -268,11 +314,15 @@ class Engine:
         log, with a data directory) when ``flush`` returns.  A query flushes
         first, and so does every 10,000th recorded sample.
         """
-        if not self._pending:
-            return IngestResult()
-        ids, ts, values = zip(*self._pending)
-        self._pending.clear()
-        return self._store(sample_table(np.array(ids, np.uint64), np.array(ts), np.array(values)))
+        with self._lock:
+            now = _now_ms()
+            for child in self._sampled_children:
+                child._flush_sampled(now)
+            if not self._pending:
+                return IngestResult()
+            ids, ts, values = zip(*self._pending)
+            self._pending.clear()
+            return self._store(sample_table(np.array(ids, np.uint64), np.array(ts), np.array(values)))
 
     def ingest(self, data: Any, index: SeriesIndex | None = None) -> IngestResult:
         """Store an Arrow sample batch.
@@ -292,16 +342,29 @@ class Engine:
             are dropped and counted; one warning per batch says so.
         """
         table = as_sample_table(data)
-        if index is not None:
-            unknown = [n for n in index.metric_names if not self._is_declared(n)]
-            if unknown:
-                raise UnknownMetricError(
-                    f"batch index names undeclared metrics {unknown!r}; declare them in the config"
-                )
-            for sid in index:
-                if sid not in self.index:
-                    self._add_series(index.name(sid), index.labels(sid))
-        return self._store(table)
+        with self._lock:
+            if index is not None:
+                unknown = [n for n in index.metric_names if not self._is_declared(n)]
+                if unknown:
+                    raise UnknownMetricError(
+                        f"batch index names undeclared metrics {unknown!r}; declare them in the config"
+                    )
+                table = self._admit(table, index)[0]
+            return self._store(table)
+
+    def _admit(self, table: pa.Table, index: SeriesIndex) -> tuple[pa.Table, list[int]]:
+        """Create the batch's new series that the guard admits; drop the others' rows.
+
+        Returns the table to store and the ids of the refused series.
+        """
+        ids = table["series_id"].to_numpy()
+        decision = self.guard.admit_batch(ids, index, self.index)
+        for sid in decision.admitted:
+            self._add_series(index.name(sid), index.labels(sid))
+        if decision.keep is None:
+            return table, []
+        refused = np.unique(ids[~decision.keep]).tolist()
+        return table.filter(pa.array(decision.keep)), refused
 
     def ingest_exposition(
         self,
@@ -354,12 +417,16 @@ class Engine:
                     f"exposition has undeclared metrics {unknown[:5]!r}"
                     f"{' and more' if len(unknown) > 5 else ''}; declare them or pass declare=True"
                 )
-        before = set(self.index)
-        batch = parsed.to_batch(self.index, cache=self._series_cache)
-        if self.wal is not None:
-            for sid in set(self.index) - before:
-                self.wal.append_series(sid, self.index.name(sid), dict(self.index.labels(sid)))
-        return self._store(batch)
+        with self._lock:
+            # The cache skips known series, so only the others land in `new`.
+            new = SeriesIndex()
+            batch = parsed.to_batch(new, cache=self._series_cache)
+            batch, refused = self._admit(batch, new)
+            if refused:  # ask the guard again next time instead of trusting the cache
+                gone = set(refused)
+                for key in [k for k, sid in self._series_cache.items() if sid in gone]:
+                    del self._series_cache[key]
+            return self._store(batch)
 
     def _is_declared(self, name: str) -> bool:
         try:
@@ -374,6 +441,7 @@ class Engine:
                 table["series_id"].to_numpy(), table["ts"].to_numpy(), table["value"].to_numpy()
             )
         result = self.hot.ingest(table)
+        self.samples_ingested += result.stored
         for reason, n in result.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + n
         if result.dropped:
@@ -388,6 +456,74 @@ class Engine:
                 stacklevel=3,
             )
         return result
+
+    # --- sampling, scraping, self-metrics -------------------------------------
+
+    def sampled_histogram(self, spec: MetricSpec):
+        """A histogram fed through the metric's adaptive sampler, or None when
+        the config turns sampling off (``[sampling] mode = "off"``)."""
+        if self.config.raw.get("sampling", {}).get("mode", "adaptive") != "adaptive":
+            return None
+        sampler = self._samplers.get(spec.name)
+        if sampler is None:
+            sampler = self._samplers[spec.name] = AdaptiveSampler(
+                self.config.sampling_baseline, self.config.sampling_burst
+            )
+        return sampler.histogram(spec.bounds)
+
+    def trigger_sampling(self, metric: str | None = None, duration_ms: int = 300_000, reason: str = "latency anomaly") -> None:
+        """Keep every observation of ``metric`` (every histogram when None) for a while."""
+        for name, sampler in self._samplers.items():
+            if metric is None or name == metric:
+                sampler.trigger(duration_ms, reason=reason)
+
+    def scrape(self, targets, *, timeout_s: float = 10.0, declare: bool = True):
+        """Start scraping targets into this engine in a background thread.
+
+        Returns the running :class:`~obscore.ingest.scrape.Scraper`; stop it
+        with ``stop()`` (``close()`` stops every scraper of the engine).
+        ``declare`` declares the scraped metrics from their TYPE lines.
+        """
+        from obscore.ingest.scrape import Scraper
+
+        scraper: Scraper
+
+        def sink(batch: pa.Table, index: SeriesIndex) -> None:
+            if declare:
+                for spec in scraper.specs.values():
+                    self.config.metrics.setdefault(spec.name, spec)
+            self.ingest(batch, index)
+
+        scraper = Scraper(targets, sink, timeout_s=timeout_s)
+        self._scrapers.append(scraper)
+        scraper.start()
+        return scraper
+
+    def stats(self) -> dict[str, Any]:
+        """The engine's own counters, as ``obscore.ingest.selfmetrics.render`` takes them."""
+        dropped = dict(self.dropped)
+        for (_, reason), n in self.guard.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        out: dict[str, Any] = {
+            "samples_ingested": self.samples_ingested,
+            "samples_dropped": dropped,
+            "cardinality_dropped": dict(self.guard.dropped),
+            "series": len(self.index),
+            "series_limit": self.guard.total,
+            "sampling_rate": {name: s.rate for name, s in self._samplers.items()},
+        }
+        if self.wal is not None:
+            out["wal_bytes_written"] = self.wal.bytes_written
+            out["wal_size_bytes"] = self.wal.path.stat().st_size
+        if self._scrapers:
+            out["scrape_targets"] = [row for s in self._scrapers for row in s.target_stats()]
+        return out
+
+    def self_metrics(self) -> str:
+        """The engine's own counters in the Prometheus text format 0.0.4."""
+        from obscore.ingest.selfmetrics import render
+
+        return render(self.stats())
 
     # --- read ----------------------------------------------------------------
 
@@ -433,19 +569,20 @@ class Engine:
             (float64); evaluation times with no data are left out.
         """
         self.flush()
-        return self.queries.range(
-            metric,
-            start_ms=start_ms,
-            end_ms=end_ms,
-            step_ms=step_ms,
-            matchers=matchers,
-            fn=fn,
-            window_ms=window_ms,
-            agg=agg,
-            by=by,
-            without=without,
-            quantile=quantile,
-        )
+        with self._lock:
+            return self.queries.range(
+                metric,
+                start_ms=start_ms,
+                end_ms=end_ms,
+                step_ms=step_ms,
+                matchers=matchers,
+                fn=fn,
+                window_ms=window_ms,
+                agg=agg,
+                by=by,
+                without=without,
+                quantile=quantile,
+            )
 
     def query_promql(
         self,
@@ -490,14 +627,16 @@ class Engine:
         self.flush()
         engine = PromQLEngine(self.queries)
         if start_ms is None and end_ms is None and step_ms is None:
-            return engine.instant(text, _now_ms() if time_ms is None else int(time_ms))
+            with self._lock:
+                return engine.instant(text, _now_ms() if time_ms is None else int(time_ms))
         if time_ms is not None or start_ms is None or end_ms is None or step_ms is None:
             raise ValueError(
                 "give time_ms for an instant query or all of start_ms, end_ms and "
                 f"step_ms for a range query; got time_ms={time_ms!r}, "
                 f"start_ms={start_ms!r}, end_ms={end_ms!r}, step_ms={step_ms!r}"
             )
-        return engine.range(text, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
+        with self._lock:
+            return engine.range(text, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
 
     def rollup(self, step_ms: int) -> pa.Table:
         """Rollup rows at one of the configured steps (recomputed from the hot tier)."""
@@ -589,6 +728,9 @@ class Engine:
 
     def close(self) -> None:
         """Flush, checkpoint the samples and index to Parquet, empty the log."""
+        for scraper in self._scrapers:
+            scraper.stop()
+        self._scrapers.clear()
         self.flush()
         if self.data_dir is not None and self.wal is not None:
             _write_atomic(self.index.to_table(), self.data_dir / "series.parquet")

@@ -10,13 +10,20 @@ counted, and each metric gets one warning.
 The guard remembers counts, not series: a refused series costs nothing, and
 its next sample is asked about again (and admitted, if a slot was released
 in the meantime).
+
+The buckets of one histogram go together: the ``<name>_bucket`` series that
+differ only in ``le`` share one slot, so a histogram is admitted or refused
+whole, never cut to some of its buckets (which would make its quantiles
+wrong).  For this the guard keeps the label sets of the admitted bucket
+groups, which is bounded by the limits.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Container, Mapping
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -32,6 +39,13 @@ TOTAL = "series_limit_total"
 
 class CardinalityWarning(ObscoreWarning):
     """Samples of a metric are dropped because a series limit was reached."""
+
+
+class Admission(NamedTuple):
+    """What :meth:`CardinalityGuard.admit_batch` decided for one batch."""
+
+    admitted: list[int]  # ids of new series to create, in first-seen order
+    keep: np.ndarray | None  # bool per row, None when every row stays
 
 
 class CardinalityGuard:
@@ -54,17 +68,18 @@ class CardinalityGuard:
     The caller keeps the series and asks the guard only about series it does
     not hold yet (:meth:`admit`, :meth:`admit_batch`), and tells it about
     series it removes (:meth:`release`).  An engine that reopens a data
-    directory counts what it holds with :meth:`count_existing`.  Histograms
-    count each ``_bucket``, ``_sum`` and ``_count`` series under its own
-    name.  The guard is not thread-safe; the engine calls it under its own
-    lock, or from one thread.
+    directory counts what it holds with :meth:`count_existing`.  A histogram
+    counts one slot per label set under ``<name>_bucket`` (all its buckets),
+    one under ``<name>_sum`` and one under ``<name>_count``.  The guard is
+    not thread-safe; the engine calls it under its own lock, or from one
+    thread.
 
     Examples
     --------
     >>> guard = CardinalityGuard(per_metric=2, total=10)
-    >>> [guard.admit("req_total", {"id": str(i)}) for i in range(3)]  # doctest: +SKIP
+    >>> [guard.admit("req_total", {"id": str(i)}) for i in range(3)]
     [True, True, False]
-    >>> guard.dropped  # doctest: +SKIP
+    >>> guard.dropped
     {('req_total', 'series_limit_per_metric'): 1}
     """
 
@@ -89,6 +104,7 @@ class CardinalityGuard:
         self.series: dict[str, int] = {}
         self.dropped: dict[tuple[str, str], int] = {}
         self._warned: set[str] = set()
+        self._groups: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 
     def limit_of(self, name: str) -> int:
         """Series limit of one metric."""
@@ -109,47 +125,65 @@ class CardinalityGuard:
         name : str
             Metric (sample) name of the series.
         labels : mapping
-            Its label set, only used in the warning.
+            Its label set.
         n_samples : int
             Samples dropped with the series when it is refused.
 
         Returns
         -------
         bool
-            True when the series fits and was counted; the caller must then
-            create it.  False when it was refused: its samples are counted as
-            dropped.
+            True when the series fits (or joins a bucket group that holds a
+            slot); the caller must then create it.  False when it was
+            refused: its samples are counted as dropped.
 
         Raises
         ------
         CardinalityLimitError
             When refused and ``on_limit`` is ``"raise"``.
         """
+        group = _bucket_group(name, labels)
+        if group is not None and group in self._groups:
+            return True
         held = self.series.get(name, 0)
         if held < self.limit_of(name) and self.n_series < self.total:
             self.series[name] = held + 1
             self.n_series += 1
+            if group is not None:
+                self._groups.add(group)
             return True
         reason = PER_METRIC if held >= self.limit_of(name) else TOTAL
         self._refuse(name, labels, reason, n_samples)
         return False
 
-    def release(self, name: str, n: int = 1) -> None:
-        """Give back the slots of ``n`` series of ``name`` that were removed."""
+    def release(self, name: str, labels: Mapping[str, str]) -> None:
+        """Give back the slot of a series the caller removed.
+
+        For histogram buckets the first release of a group frees its slot;
+        releasing its other buckets does nothing more.
+        """
+        group = _bucket_group(name, labels)
+        if group is not None:
+            if group not in self._groups:
+                return
+            self._groups.discard(group)
         held = self.series.get(name, 0)
-        n = min(n, held)
-        if n == held:
+        if held <= 1:
             self.series.pop(name, None)
         else:
-            self.series[name] = held - n
-        self.n_series -= n
+            self.series[name] = held - 1
+        self.n_series -= min(held, 1)
 
     def count_existing(self, index: SeriesIndex) -> None:
         """Count the series of ``index`` as held, limits or not (on reopening)."""
         for sid in index:
-            name = index.name(sid)
+            name, labels = index.name(sid), index.labels(sid)
+            group = _bucket_group(name, labels)
+            if group is not None:
+                if group in self._groups:
+                    continue
+                self._groups.add(group)
             self.series[name] = self.series.get(name, 0) + 1
-        self.n_series += len(index)
+            self.n_series += 1
 
     # --- a batch at a time ---------------------------------------------------------
 
@@ -158,7 +192,7 @@ class CardinalityGuard:
         series_ids: np.ndarray,
         index: SeriesIndex,
         known: Container[int],
-    ) -> np.ndarray | None:
+    ) -> Admission:
         """Admit the new series of a sample batch; say which rows to keep.
 
         Parameters
@@ -166,39 +200,46 @@ class CardinalityGuard:
         series_ids : ndarray of uint64, shape (n,)
             The batch's ``series_id`` column.
         index : SeriesIndex
-            Names and labels of the batch's series not in ``known``.
+            Names and labels of the batch's series; may hold more.
         known : container of int
             Series the caller holds already (its own index).
 
         Returns
         -------
-        ndarray of bool, shape (n,), or None
-            False on the rows of refused series, whose samples are counted as
-            dropped; None when every row may be kept (the common case, with
-            no allocation).  Series neither known nor in ``index`` are left
-            to the caller.
+        Admission
+            ``admitted``: ids of the series admitted, which the caller must
+            now create; ``keep``: False on the rows of refused series (their
+            samples counted as dropped), or None when every row may stay.
 
         Notes
         -----
-        New series are admitted in the order they first appear in the batch.
+        Only ids of the batch are looked at, so the cost follows the batch,
+        not the index.  New series are admitted in the order they first
+        appear.  Ids neither known nor in ``index`` are left to the caller.
         """
-        new_ids = [sid for sid in index if sid not in known]
-        if not new_ids:
-            return None
-        uniq, first, counts = np.unique(series_ids, return_index=True, return_counts=True)
-        in_batch = np.isin(uniq, np.array(new_ids, dtype=np.uint64))
-        order = np.argsort(first[in_batch], kind="stable")
+        uniq, first, counts = np.unique(
+            series_ids, return_index=True, return_counts=True
+        )
+        order = np.argsort(first, kind="stable")
+        admitted: list[int] = []
         refused: list[int] = []
-        for sid, n in zip(uniq[in_batch][order].tolist(), counts[in_batch][order].tolist()):
-            if not self.admit(index.name(sid), index.labels(sid), n):
+        for sid, n in zip(uniq[order].tolist(), counts[order].tolist()):
+            if sid in known or sid not in index:
+                continue
+            if self.admit(index.name(sid), index.labels(sid), n):
+                admitted.append(sid)
+            else:
                 refused.append(sid)
         if not refused:
-            return None
-        return ~np.isin(series_ids, np.array(refused, dtype=np.uint64))
+            return Admission(admitted, None)
+        keep = ~np.isin(series_ids, np.array(refused, dtype=np.uint64))
+        return Admission(admitted, keep)
 
     # --- reporting -----------------------------------------------------------------
 
-    def _refuse(self, name: str, labels: Mapping[str, str], reason: str, n: int) -> None:
+    def _refuse(
+        self, name: str, labels: Mapping[str, str], reason: str, n: int
+    ) -> None:
         if reason == PER_METRIC:
             limit = f"the limit of {self.limit_of(name)} series"
         else:
@@ -213,5 +254,16 @@ class CardinalityGuard:
         self.dropped[key] = self.dropped.get(key, 0) + n
         if name not in self._warned:
             self._warned.add(name)
-            logger.warning("%s (later samples of this metric are counted, not logged)", message)
+            logger.warning(
+                "%s (later samples of this metric are counted, not logged)", message
+            )
             warnings.warn(message, CardinalityWarning, stacklevel=3)
+
+
+def _bucket_group(
+    name: str, labels: Mapping[str, str]
+) -> tuple[str, tuple[tuple[str, str], ...]] | None:
+    """The key shared by the buckets of one histogram series, or None."""
+    if not name.endswith("_bucket") or "le" not in labels:
+        return None
+    return name, tuple(sorted((k, v) for k, v in labels.items() if k != "le"))

@@ -23,6 +23,7 @@ or ``exported_instance``, as Prometheus does when ``honor_labels`` is off.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import http.client
 import logging
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, Self, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -132,12 +133,15 @@ class Target:
                 f"target {self.url!r}: expected an http:// or https:// URL with a host"
             )
         try:
-            parts.port
+            _ = parts.port  # raises on a port that is not a number
         except ValueError:
-            raise ConfigError(f"target {self.url!r}: the port is not a number") from None
+            raise ConfigError(
+                f"target {self.url!r}: the port is not a number"
+            ) from None
         if not self.interval_s > 0:
             raise ConfigError(
-                f"target {self.url!r}: interval_s must be positive, got {self.interval_s!r}"
+                f"target {self.url!r}: interval_s must be positive, "
+                f"got {self.interval_s!r}"
             )
         if self.timeout_s is not None and not 0 < self.timeout_s <= self.interval_s:
             raise ConfigError(
@@ -245,14 +249,18 @@ def _read_body(url: str, timeout_s: float, max_bytes: int) -> tuple[bytes, str |
     """GET ``url`` within ``timeout_s`` seconds; the body and its Content-Type."""
     deadline = time.monotonic() + timeout_s
     parts = urlsplit(url)
+    host = parts.hostname or ""  # Target checked there is one
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     conn: http.client.HTTPConnection
     if parts.scheme == "https":
         conn = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout_s, context=ssl.create_default_context()
+            host,
+            parts.port,
+            timeout=timeout_s,
+            context=ssl.create_default_context(),
         )
     else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout_s)
+        conn = http.client.HTTPConnection(host, parts.port, timeout=timeout_s)
     try:
         conn.request(
             "GET",
@@ -270,7 +278,9 @@ def _read_body(url: str, timeout_s: float, max_bytes: int) -> tuple[bytes, str |
         _set_remaining(sock, deadline, timeout_s)
         resp = conn.getresponse()
         if resp.status != 200:
-            raise _ScrapeFailed(f"server returned HTTP status {resp.status} {resp.reason}")
+            raise _ScrapeFailed(
+                f"server returned HTTP status {resp.status} {resp.reason}"
+            )
         encoding = (resp.getheader("Content-Encoding") or "identity").strip().lower()
         if encoding not in ("gzip", "identity"):
             raise _ScrapeFailed(f"unsupported Content-Encoding {encoding!r}")
@@ -318,6 +328,7 @@ def _fetch(target: Target, timeout_s: float, ts: int, keep_body: bool) -> _Fetch
     """Scrape one target and parse its body; never raises."""
     start = time.perf_counter()
     body: bytes | None = None
+    error: str | None = None
     try:
         body, content_type = _read_body(target.url, timeout_s, target.max_body_bytes)
     except _ScrapeFailed as exc:
@@ -328,12 +339,11 @@ def _fetch(target: Target, timeout_s: float, ts: int, keep_body: bool) -> _Fetch
         error = "connection refused"
     except (OSError, http.client.HTTPException, ValueError) as exc:
         error = f"{type(exc).__name__}: {exc}"
-    else:
-        error = None
     duration_s = time.perf_counter() - start
     if body is None:
         return _Fetched(ts, duration_s, None, error, 0, None)
 
+    kept = body if keep_body else None
     try:
         parsed = parse(
             body,
@@ -343,11 +353,13 @@ def _fetch(target: Target, timeout_s: float, ts: int, keep_body: bool) -> _Fetch
             now_ms=ts,
         )
     except InvalidSampleError as exc:
-        return _Fetched(ts, duration_s, None, str(exc), len(body), None)
+        return _Fetched(ts, duration_s, None, str(exc), len(body), kept)
     if parsed.errors and not parsed.n_samples:  # nothing of it could be read
         line, message = parsed.errors[0]
-        return _Fetched(ts, duration_s, None, f"line {line}: {message}", len(body), None)
-    return _Fetched(ts, duration_s, parsed, None, len(body), body if keep_body else None)
+        return _Fetched(
+            ts, duration_s, None, f"line {line}: {message}", len(body), kept
+        )
+    return _Fetched(ts, duration_s, parsed, None, len(body), kept)
 
 
 # --- turning answers into a batch --------------------------------------------------
@@ -357,21 +369,14 @@ class _TargetIndex:
     """Puts a target's labels on each series it registers in an index.
 
     :meth:`ParseResult.to_batch` needs nothing of an index but ``add``, so
-    this stands in for one.  Series new to ``index`` are also written to
-    ``new_series`` when one is given.
+    this stands in for one; it also counts the series new to ``index``.
     """
 
-    __slots__ = ("index", "n_new", "new_series", "target_labels")
+    __slots__ = ("index", "n_new", "target_labels")
 
-    def __init__(
-        self,
-        index: SeriesIndex,
-        target_labels: Mapping[str, str],
-        new_series: SeriesIndex | None,
-    ) -> None:
+    def __init__(self, index: SeriesIndex, target_labels: Mapping[str, str]) -> None:
         self.index = index
         self.target_labels = target_labels
-        self.new_series = new_series
         self.n_new = 0
 
     def add(self, name: str, labels: Mapping[str, str]) -> int:
@@ -385,10 +390,7 @@ class _TargetIndex:
             merged[key] = value
         before = len(self.index)
         sid = self.index.add(name, merged)
-        if len(self.index) > before:
-            self.n_new += 1
-            if self.new_series is not None:
-                self.new_series.add(name, merged)
+        self.n_new += len(self.index) - before
         return sid
 
 
@@ -397,18 +399,19 @@ def _assemble(
     fetched: Sequence[_Fetched],
     index: SeriesIndex,
     caches: Sequence[dict[str, int]],
-    new_series: SeriesIndex | None = None,
 ) -> tuple[pa.Table, list[ScrapeResult]]:
     """One sample batch and a result per target, in target order."""
     parts: list[pa.Table] = []
     results: list[ScrapeResult] = []
     for target, got, cache in zip(targets, fetched, caches):
-        adder = _TargetIndex(index, target.target_labels, new_series)
+        adder = _TargetIndex(index, target.target_labels)
         parsed, error = got.parsed, got.error
         n_samples = n_bad = 0
         if parsed is not None:
             try:
-                parts.append(parsed.to_batch(cast(SeriesIndex, adder), got.ts, cache=cache))
+                parts.append(
+                    parsed.to_batch(cast(SeriesIndex, adder), got.ts, cache=cache)
+                )
             except InvalidSampleError as exc:
                 parsed, error = None, str(exc)
             else:
@@ -426,11 +429,19 @@ def _assemble(
             if sid is None:
                 sid = cache[key] = adder.add(spec.name, {})
             ids.append(sid)
-        parts.append(sample_table(np.array(ids, np.uint64), np.full(3, got.ts), np.array(synthetic)))
+        parts.append(
+            sample_table(
+                np.array(ids, np.uint64), np.full(3, got.ts), np.array(synthetic)
+            )
+        )
 
         specs: tuple[MetricSpec, ...] = ()
         if adder.n_new:
-            specs = (*parsed.specs(), *SYNTHETIC_SPECS) if parsed is not None else SYNTHETIC_SPECS
+            specs = (
+                (*parsed.specs(), *SYNTHETIC_SPECS)
+                if parsed is not None
+                else SYNTHETIC_SPECS
+            )
         results.append(
             ScrapeResult(
                 target,
@@ -557,7 +568,13 @@ def scrape_once(
 
 def _answer(future: Future[_Fetched], ts: int, timeout_s: float) -> _Fetched:
     if future.done() and not future.cancelled():
-        return future.result()
+        try:
+            return future.result()
+        except Exception as exc:  # a bug, not a bad target: say so loudly
+            logger.exception("scrape worker failed")
+            return _Fetched(
+                ts, timeout_s, None, f"{type(exc).__name__}: {exc}", 0, None
+            )
     return _Fetched(ts, timeout_s, None, f"timed out after {timeout_s:g} s", 0, None)
 
 
@@ -586,13 +603,14 @@ class Scraper:
     targets : iterable of Target or str
         What to scrape; each target on its ``interval_s``.
     sink : callable
-        Called as ``sink(batch, new_series)`` from the scraper's thread, one
-        call at a time, with the samples of the scrapes that ended since the
-        last call and a :class:`SeriesIndex` of the series they added.
-        ``engine.ingest`` has this signature.
+        Called as ``sink(batch, index)`` from the scraper's thread, one call
+        at a time, with the samples of the scrapes that ended since the last
+        call and the scraper's :attr:`index`, which names every series of
+        the batch.  ``engine.ingest`` has this signature.
     index : SeriesIndex, optional
         Index the scraper registers series in; a new one by default.  Only
-        the scraper's thread writes to it while it runs.
+        the scraper's thread writes to it while it runs, so the sink may
+        read it but must not keep it for use from another thread.
     timeout_s : float
         Default scrape timeout, capped at each target's interval.
     on_results : callable, optional
@@ -616,7 +634,8 @@ class Scraper:
     --------
     >>> from obscore import Engine  # doctest: +SKIP
     >>> engine = Engine()  # doctest: +SKIP
-    >>> with Scraper(["http://127.0.0.1:9100/metrics"], engine.ingest):  # doctest: +SKIP
+    >>> url = "http://127.0.0.1:9100/metrics"
+    >>> with Scraper([url], engine.ingest):  # doctest: +SKIP
     ...     time.sleep(60)
     """
 
@@ -643,14 +662,30 @@ class Scraper:
         self.stats = [TargetStats(t) for t in self.targets]
         self.specs: dict[str, MetricSpec] = {}
         self.n_sink_errors = 0
-        # Series of batches the sink refused, sent again with the next batch.
-        self._unsent = SeriesIndex()
         self._timeouts = [_timeout_of(t, timeout_s) for t in self.targets]
         self._caches: list[dict[str, int]] = [{} for _ in self.targets]
         self._max_workers = max(1, min(max_workers, len(self.targets)))
         self._done: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def target_stats(self) -> list[dict[str, object]]:
+        """Per target: job, instance, up, duration_seconds, samples (of the last
+        scrape), scrapes and failures, as ``selfmetrics.render`` takes them."""
+        out: list[dict[str, object]] = []
+        for stats in self.stats:
+            row: dict[str, object] = {
+                "job": stats.target.job,
+                "instance": stats.target.instance,
+                "scrapes": stats.scrapes,
+                "failures": stats.failures,
+            }
+            if stats.last is not None:
+                row["up"] = int(stats.last.up)
+                row["duration_seconds"] = stats.last.duration_s
+                row["samples"] = stats.last.n_samples
+            out.append(row)
+        return out
 
     @property
     def is_running(self) -> bool:
@@ -661,7 +696,9 @@ class Scraper:
         if self.is_running:
             raise RuntimeError("the scraper is running already")
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="obscore-scraper", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="obscore-scraper", daemon=True
+        )
         self._thread.start()
         logger.info("scraper started: %d targets", len(self.targets))
 
@@ -681,7 +718,7 @@ class Scraper:
         n = sum(s.scrapes for s in self.stats)
         logger.info("scraper stopped: %d scrapes, %d series", n, len(self.index))
 
-    def __enter__(self) -> Scraper:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -691,7 +728,9 @@ class Scraper:
     # --- the scraper's thread ----------------------------------------------------
 
     def _run(self) -> None:
-        pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="obscore-scrape")
+        pool = ThreadPoolExecutor(
+            self._max_workers, thread_name_prefix="obscore-scrape"
+        )
         inflight: dict[int, tuple[Future[_Fetched], float, int]] = {}
         start = time.monotonic()
         n = len(self.targets)
@@ -705,7 +744,9 @@ class Scraper:
             # Let what is in flight finish (each scrape ends at its deadline).
             if inflight:
                 deadline = max(d for _, d, _ in inflight.values()) + _GRACE_S
-                wait_futures([f for f, _, _ in inflight.values()], deadline - time.monotonic())
+                wait_futures(
+                    [f for f, _, _ in inflight.values()], deadline - time.monotonic()
+                )
             self._deliver(inflight, final=True)
         except Exception:
             logger.exception("scraper thread failed; scraping stopped")
@@ -725,11 +766,13 @@ class Scraper:
             target, timeout = self.targets[i], self._timeouts[i]
             if i in inflight:
                 self.stats[i].skipped += 1
-                logger.debug("scrape of %s skipped: the last one is still running", target.url)
+                logger.debug(
+                    "scrape of %s skipped: the last one is still running", target.url
+                )
             else:
                 ts = time.time_ns() // 1_000_000
                 future = pool.submit(_fetch, target, timeout, ts, self.keep_body)
-                future.add_done_callback(lambda _f, i=i: self._done.put(i))
+                future.add_done_callback(functools.partial(self._notify, i))
                 inflight[i] = (future, now + timeout + _GRACE_S, ts)
             interval = target.interval_s
             slot += interval
@@ -738,6 +781,9 @@ class Scraper:
                 self.stats[i].skipped += missed
                 slot += missed * interval
             heapq.heappush(due, (slot, i))
+
+    def _notify(self, i: int, _future: Future[_Fetched]) -> None:
+        self._done.put(i)
 
     def _wait(
         self,
@@ -778,27 +824,32 @@ class Scraper:
             fetched.append(_answer(future, ts, self._timeouts[i]))
         targets = [self.targets[i] for i in ready]
         caches = [self._caches[i] for i in ready]
-        new_series = SeriesIndex()
-        table, results = _assemble(targets, fetched, self.index, caches, new_series)
+        table, results = _assemble(targets, fetched, self.index, caches)
 
         for i, result in zip(ready, results):
             stats = self.stats[i]
+            was_up = stats.last is None or stats.last.up
             stats.scrapes += 1
             stats.failures += not result.up
             stats.last = result
             for spec in result.specs:
                 self.specs.setdefault(spec.name, spec)
-            if not result.up:
-                logger.warning("scrape of %s failed: %s", result.target.url, result.error)
-        if len(self._unsent):
-            new_series.merge(self._unsent)
+            # Log when a target goes down or comes back, not on every scrape.
+            if not result.up and was_up:
+                logger.warning(
+                    "scrape of %s failed: %s (further failures logged at DEBUG)",
+                    result.target.url,
+                    result.error,
+                )
+            elif not result.up:
+                logger.debug("scrape of %s failed: %s", result.target.url, result.error)
+            elif not was_up:
+                logger.info("scrape of %s succeeds again", result.target.url)
         try:
-            self.sink(table, new_series)
-            self._unsent = SeriesIndex()
+            self.sink(table, self.index)
             if self.on_results is not None:
                 self.on_results(results)
         except Exception:
-            self._unsent = new_series
             self.n_sink_errors += 1
             logger.exception(
                 "scraper sink failed on a batch of %d samples (%d failures so far)",
