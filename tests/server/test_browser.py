@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -45,7 +44,7 @@ def _get(url: str):
 def simulated_server():
     """``obscore serve --simulate`` in a subprocess on a free loopback port."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
+    # the installed package runs: its kernels are compiled there, not in src/
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -56,7 +55,6 @@ def simulated_server():
             "--port",
             str(port),
         ],
-        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
