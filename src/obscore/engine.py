@@ -66,7 +66,9 @@ def _fmt_le(bound: float) -> str:
 class _Child:
     """One labelled series (or, for histograms, family) of a metric handle."""
 
-    def __init__(self, engine: Engine, spec: MetricSpec, labels: LabelSet) -> None:
+    def __init__(
+        self, engine: Engine, spec: MetricSpec, labels: LabelSet, admitted: bool = True
+    ) -> None:
         self._engine = engine
         self.spec = spec
         self.labels_set = labels
@@ -76,8 +78,10 @@ class _Child:
             self.sum = 0.0
             self.count = 0.0
             # Live observations (no ts_ms) go through the metric's sampler and
-            # are written at the next flush; timed ones are exact.
-            self.sampled = engine.sampled_histogram(spec)
+            # are written at the next flush; timed ones are exact.  A refused
+            # child has no sampler: each observation is written, and so
+            # refused and counted, at once.
+            self.sampled = engine.sampled_histogram(spec) if admitted else None
             self._flushed_count = 0.0
 
     def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
@@ -139,12 +143,21 @@ class MetricHandle:
         self._children: dict[LabelSet, _Child] = {}
 
     def labels(self, **labels: str) -> _Child:
+        """The child of one label set, creating its series on first use.
+
+        A label set whose series would pass a series limit gets a child that
+        is not kept: what it records is dropped and counted by the engine,
+        and nothing is held for it (see :meth:`Engine.record`).
+        """
         key = LabelSet(labels)
         child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = _Child(self._engine, self.spec, key)
-            if self.spec.is_histogram and child.sampled is not None:
-                self._engine._sampled_children.append(child)
+        if child is not None:
+            return child
+        if not self._engine._claim(self.spec, key):
+            return _Child(self._engine, self.spec, key, admitted=False)
+        child = self._children[key] = _Child(self._engine, self.spec, key)
+        if self.spec.is_histogram and child.sampled is not None:
+            self._engine._sampled_children.append(child)
         return child
 
     def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
@@ -299,6 +312,35 @@ class Engine:
         self._pending.append((sid, ts, float(value)))
         if len(self._pending) >= 10_000:
             self.flush()
+
+    def _claim(self, spec: MetricSpec, labels: LabelSet) -> bool:
+        """Admit and create the series of a metric handle's child, or refuse it.
+
+        A histogram's bucket, sum and count series are claimed together, or
+        none of them.  A refusal warns (once per metric) but counts no sample:
+        the samples the refused child records are counted as they are dropped.
+        """
+        if spec.is_histogram:
+            wanted = [
+                (f"{spec.name}_bucket", labels.with_(le="+Inf")),
+                (f"{spec.name}_sum", labels),
+                (f"{spec.name}_count", labels),
+            ]
+        else:
+            wanted = [(spec.name, labels)]
+        with self._lock:
+            claimed = []
+            for name, series_labels in wanted:
+                if series_id(name, series_labels) in self.index:
+                    continue
+                if not self.guard.admit(name, series_labels, n_samples=0):
+                    for done in claimed:
+                        self.guard.release(*done)
+                    return False
+                claimed.append((name, series_labels))
+            for name, series_labels in claimed:
+                self._add_series(name, series_labels)
+        return True
 
     def _add_series(self, name: str, labels: Mapping[str, str]) -> int:
         before = len(self.index)

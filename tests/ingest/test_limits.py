@@ -216,3 +216,127 @@ def test_a_million_fresh_label_values_stay_under_the_limit_and_200_mb():
     assert guard.series == {"http_requests_total": per_metric, "cpu_usage": 10}
     assert guard.dropped == {("http_requests_total", PER_METRIC): n - per_metric}
     assert peak_growth < 200 * 2**20, f"RSS grew by {peak_growth / 2**20:.1f} MB"
+
+
+# --- through the engine ------------------------------------------------------------
+
+
+def _engine_with_limit(per_metric: int, total: int = 1_000_000):
+    from obscore import Engine
+    from obscore.config import load_config
+
+    config = load_config(
+        overrides={
+            "metrics": [
+                {"name": "http_requests_total", "kind": "counter", "labels": ["id"]},
+                {
+                    "name": "request_seconds",
+                    "kind": "histogram",
+                    "labels": ["id"],
+                    "buckets": [0.1, 1.0],
+                },
+            ],
+            "limits": {"series_per_metric": per_metric, "series_total": total},
+        }
+    )
+    return Engine(config=config)
+
+
+def test_a_refused_label_set_leaves_no_child_and_its_samples_are_counted():
+    engine = _engine_with_limit(per_metric=2)
+    counter = engine.counter("http_requests_total")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(5):
+            counter.labels(id=str(i)).inc(ts_ms=1_000 + i)
+        counter.labels(id="0").inc(ts_ms=2_000)  # a held series is never refused
+        engine.flush()
+
+    assert [w.category for w in caught] == [CardinalityWarning]
+    assert str(caught[0].message) == (
+        "metric 'http_requests_total': label set {'id': '2'} would exceed "
+        "the limit of 2 series; sample dropped"
+    )
+    assert sorted(k["id"] for k in counter._children) == ["0", "1"]
+    assert len(engine.index) == 2
+    assert engine.guard.dropped == {("http_requests_total", PER_METRIC): 3}
+    values = engine.query(
+        "http_requests_total", start_ms=2_000, end_ms=2_000, step_ms=1_000
+    )
+    assert values["id"].to_pylist() == ["0", "1"]
+    assert values["value"].to_pylist() == [2.0, 1.0]
+
+
+def test_a_refused_histogram_child_holds_nothing_and_counts_each_sample():
+    engine = _engine_with_limit(per_metric=1)
+    hist = engine.histogram("request_seconds")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hist.labels(id="a").observe(0.5)
+        refused = hist.labels(id="b")  # its buckets are refused: nothing claimed
+        refused.observe(0.5)  # no sampler: written, refused and counted at once
+        refused.observe(2.0)
+        engine.flush()
+
+    # one warning per refused sample name
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "metric 'request_seconds_bucket'",
+        "metric 'request_seconds_sum'",
+        "metric 'request_seconds_count'",
+    ]
+    assert refused.sampled is None and list(hist._children) == [{"id": "a"}]
+    assert engine.guard.series == {
+        "request_seconds_bucket": 1,
+        "request_seconds_sum": 1,
+        "request_seconds_count": 1,
+    }
+    # two observations of three buckets, a sum and a count each
+    assert engine.guard.dropped == {
+        ("request_seconds_bucket", PER_METRIC): 6,
+        ("request_seconds_sum", PER_METRIC): 2,
+        ("request_seconds_count", PER_METRIC): 2,
+    }
+    assert {engine.index.labels(s)["id"] for s in engine.index} == {"a"}
+
+
+@pytest.mark.slow
+def test_engine_keeps_a_million_fresh_label_values_at_the_limit_under_200_mb():
+    # The limit is chosen so that its rings fit: each admitted series takes a
+    # ring of store.hot_capacity (8640) ts and values, 8640 * 16 = 138 KB, so
+    # 1,000 series preallocate 138 MB.  The default of 10,000 series per
+    # metric would preallocate 1.38 GB and cannot meet 200 MB.
+    per_metric, n, t0 = 1_000, 1_000_000, 1_700_000_000_000
+    engine = _engine_with_limit(per_metric)
+    assert engine.config.hot_capacity * 16 * per_metric < 140e6
+    counter = engine.counter("http_requests_total")
+    cpu = engine.gauge("cpu_usage").labels(host="a", service="web")
+    rss_before = _rss_bytes()
+    peak_growth = 0
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for i in range(n):
+            counter.labels(id=f"r{i}").inc(ts_ms=t0 + i)
+            if i % 1_000 == 0:
+                cpu.set(i / 1_000, ts_ms=t0 + i * 10)
+            if i % 50_000 == 0:
+                peak_growth = max(peak_growth, _rss_bytes() - rss_before)
+        engine.flush()
+    peak_growth = max(peak_growth, _rss_bytes() - rss_before)
+
+    end_ms = t0 + (n // 1_000 - 1) * 10_000
+    good = engine.query("cpu_usage", start_ms=t0, end_ms=end_ms, step_ms=10_000)
+    assert good["value"].to_pylist() == [float(k) for k in range(n // 1_000)]
+    assert [w.category for w in caught] == [CardinalityWarning]
+    assert "http_requests_total" in str(caught[0].message)
+    assert engine.stats()["series"] == per_metric + 1
+    assert len(counter._children) == per_metric
+    assert engine.guard.dropped == {("http_requests_total", PER_METRIC): n - per_metric}
+    assert (
+        'obscore_cardinality_dropped_total{metric="http_requests_total",'
+        f'reason="{PER_METRIC}"}} {n - per_metric}'
+    ) in engine.self_metrics()
+    print(f"RSS grew by at most {peak_growth / 1e6:.1f} MB")
+    assert peak_growth < 200e6, f"RSS grew by {peak_growth / 1e6:.1f} MB"

@@ -240,24 +240,32 @@ class CardinalityGuard:
     def _refuse(
         self, name: str, labels: Mapping[str, str], reason: str, n: int
     ) -> None:
-        if reason == PER_METRIC:
-            limit = f"the limit of {self.limit_of(name)} series"
-        else:
-            limit = f"the total limit of {self.total} series"
-        message = (
-            f"metric {name!r}: label set {dict(labels)!r} would exceed {limit}; "
-            f"sample dropped"
-        )
+        # A refusal past the first of a metric only counts: it is the path a
+        # runaway label takes a million times, so it builds no message.
         if self.on_limit == "raise":
-            raise CardinalityLimitError(message.removesuffix("; sample dropped"))
-        key = (name, reason)
-        self.dropped[key] = self.dropped.get(key, 0) + n
+            raise CardinalityLimitError(
+                self._message(name, labels, reason).removesuffix("; sample dropped")
+            )
+        if n:
+            key = (name, reason)
+            self.dropped[key] = self.dropped.get(key, 0) + n
         if name not in self._warned:
             self._warned.add(name)
+            message = self._message(name, labels, reason)
             logger.warning(
                 "%s (later samples of this metric are counted, not logged)", message
             )
             warnings.warn(message, CardinalityWarning, stacklevel=3)
+
+    def _message(self, name: str, labels: Mapping[str, str], reason: str) -> str:
+        if reason == PER_METRIC:
+            limit = f"the limit of {self.limit_of(name)} series"
+        else:
+            limit = f"the total limit of {self.total} series"
+        return (
+            f"metric {name!r}: label set {dict(labels)!r} would exceed {limit}; "
+            f"sample dropped"
+        )
 
 
 def _bucket_group(
