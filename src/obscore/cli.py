@@ -127,9 +127,17 @@ def _record_demo_changes(engine, sim, seed: int) -> None:
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
-    from obscore.detect.stream import detect_stream
+    from obscore.config import load_config
+    from obscore.detect.stream import default_detector, detect_stream
     from obscore.ingest.files import read_csv, walk_csv
 
+    config = load_config(args.config)
+    name = args.detector or config.detector
+    try:
+        default_detector(name)
+    except KeyError as exc:
+        print(f"obscore detect: {exc.args[0]}", file=sys.stderr)
+        return 2
     out_dir = Path(args.out)
     files = walk_csv(args.paths)
     if not files:
@@ -142,7 +150,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         for p in series.problems:
             print(f"warning: {p}", file=sys.stderr)
         bad += len(series.problems)
-        res = detect_stream(series.ts, series.values)
+        res = detect_stream(series.ts, series.values, default_detector(name), config.detect_threshold)
         target = out_dir / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         with target.open("w", newline="", encoding="utf-8") as fh:
@@ -224,6 +232,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.suite == "nab":
         from obscore.detect.evaluate import evaluate_nab, load_nab
 
+        from obscore.config import load_config
+
+        config = load_config(args.config)
+        args.detector = args.detector or config.detector
+        args.threshold = config.detect_threshold if args.threshold is None else args.threshold
         corpus = load_nab(args.path)
         bar = tqdm(total=len(corpus.names), desc="nab", unit="file", file=sys.stderr, disable=args.quiet)
         result = evaluate_nab(corpus, args.detector, args.threshold, progress=lambda _name: bar.update())
@@ -242,7 +255,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from obscore.detect.evaluate import evaluate_smd
 
         bar = tqdm(desc="smd", unit="machine", file=sys.stderr, disable=args.quiet)
-        result = evaluate_smd(args.path, threshold=args.threshold, progress=lambda _name: bar.update())
+        result = evaluate_smd(args.path, threshold=0.5 if args.threshold is None else args.threshold, progress=lambda _name: bar.update())
         bar.close()
         print(json.dumps(result, indent=2, allow_nan=False) if args.json else _smd_table(result))
         return 0
@@ -321,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     det = sub.add_parser("detect", help="score timestamp,value CSV files as streams")
     det.add_argument("paths", nargs="+", help="CSV files or folders (walked for *.csv)")
     det.add_argument("--out", required=True, help="folder for the scored CSV files")
+    det.add_argument("--detector", default=None, help="registered detector name (default: the config's detectors.default)")
+    det.add_argument("--config", default=None, help="obscore.toml to use")
     det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     det.set_defaults(func=cmd_detect)
 
@@ -348,8 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate detectors or diagnosis on labelled benchmarks")
     ev.add_argument("suite", choices=["nab", "smd", "rca"], help="which benchmark")
     ev.add_argument("path", help="the benchmark's folder (e.g. ../shared/data/nab; for --dataset sim, any path)")
-    ev.add_argument("--detector", default="default", help="registered detector name (nab)")
-    ev.add_argument("--threshold", type=float, default=0.5, help="declared alert threshold (default 0.5)")
+    ev.add_argument("--detector", default=None, help="registered detector name (nab; default: the config's detectors.default)")
+    ev.add_argument("--threshold", type=float, default=None, help="declared alert threshold (default: the config's detectors.threshold, 0.5)")
+    ev.add_argument("--config", default=None, help="obscore.toml to use (nab: detectors.default and .threshold)")
     ev.add_argument("--dataset", default="sim", help="rca dataset layout: sim, sockshop1, petshop, smd")
     ev.add_argument("--cases", type=int, default=100, help="rca sim: incidents to inject (default 100)")
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")

@@ -34,6 +34,8 @@ class Config:
     iforest_predict_ms: int = 300_000
     iforest_trees: int = 100
     iforest_max_samples: int = 256
+    detector: str = "novelty"
+    detect_threshold: float = 0.5
     dedup_window_ms: int = 900_000
     dedup_similarity: float = 0.8
     approval_severity: float = 0.7
@@ -117,6 +119,14 @@ def _choice(raw: dict, key: str, default: str, allowed: tuple[str, ...], source:
     return str(value)
 
 
+def _name(raw: dict, key: str, default: str, source: str) -> str:
+    # a detector name: checked against the registry when the detector is made
+    value = _get(raw, key, default)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{source}, {key}: expected a detector name, got {value!r}")
+    return value
+
+
 def _build(raw: dict[str, Any], source: str) -> Config:
     def duration(key: str, default: str) -> int:
         value = _get(raw, key, default)
@@ -183,6 +193,8 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         iforest_predict_ms=duration("detectors.iforest.predict", "5m"),
         iforest_trees=int(number("detectors.iforest.n_trees", 100, 1, 10_000)),
         iforest_max_samples=int(number("detectors.iforest.max_samples", 256, 2, 1e7)),
+        detector=_name(raw, "detectors.default", "novelty", source),
+        detect_threshold=number("detectors.threshold", 0.5, 0, 1),
         dedup_window_ms=duration("alerts.dedup_window", "15m"),
         dedup_similarity=number("alerts.similarity", 0.8, 0, 1),
         approval_severity=number("alerts.approval_severity", 0.7, 0, 1),

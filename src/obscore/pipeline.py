@@ -17,7 +17,7 @@ import numpy as np
 
 from obscore.alert import Alert, AlertBook
 from obscore.catalogue import Catalogue
-from obscore.detect.ensemble import DefaultDetector
+from obscore.detect.ensemble import ZScoreEnsembleDetector
 from obscore.model import LabelSet, MetricKind, MetricSpec, sample_table
 from obscore.store.query import QueryEngine
 
@@ -183,7 +183,7 @@ def detect_runs(
     if n == 0:
         return []
     batch = sample_table(np.zeros(n, dtype=np.uint64), signal.ts, signal.values)
-    detector = DefaultDetector(
+    detector = ZScoreEnsembleDetector(
         window_ms=window_ms,
         threshold=threshold,
         baseline_ms=baseline_ms,

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from obscore.config import load_config
 from obscore.detect import create
 from obscore.detect import novelty as novelty_module
 from obscore.detect.novelty import NoveltyDetector
@@ -264,6 +265,8 @@ def test_novelty_without_numba_names_the_extra(monkeypatch, rng):
 
 def test_default_detector_is_novelty():
     assert isinstance(default_detector(), NoveltyDetector)
+    assert isinstance(create("default"), NoveltyDetector)
+    assert load_config().detector == "novelty"
 
 
 def test_default_detector_falls_back_without_numba(monkeypatch):
@@ -275,4 +278,4 @@ def test_default_detector_falls_back_without_numba(monkeypatch):
     )
     with pytest.warns(ObscoreWarning, match="numba is not installed"):
         det = default_detector()
-    assert det.name == "default"
+    assert det.name == "zscore_ensemble"

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from obscore.detect.base import Detector, create, register, registered
-from obscore.detect.ensemble import DefaultDetector
+from obscore.detect.base import DEFAULT_DETECTOR, Detector, create, register, registered
+from obscore.detect.ensemble import ZScoreEnsembleDetector
 from obscore.detect.iforest import IsolationForestDetector
-from obscore.detect.novelty import NoveltyDetector as NoveltyDetector
+from obscore.detect.novelty import NoveltyDetector
 from obscore.detect.robust import RobustZScoreDetector
 from obscore.detect.zscore import ZScoreDetector
 
 __all__ = [
-    "DefaultDetector",
+    "DEFAULT_DETECTOR",
     "Detector",
     "IsolationForestDetector",
+    "NoveltyDetector",
     "RobustZScoreDetector",
     "ZScoreDetector",
+    "ZScoreEnsembleDetector",
     "create",
     "register",
     "registered",

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from obscore.detect.base import Detector
-from obscore.detect.ensemble import DefaultDetector
-from obscore.detect.novelty import NoveltyDetector
+from obscore.detect.base import DEFAULT_DETECTOR, Detector, create
+from obscore.detect.ensemble import ZScoreEnsembleDetector
 from obscore.errors import ObscoreWarning
 from obscore.model import sample_table
 
@@ -23,26 +22,33 @@ class StreamResult:
     alerts: np.ndarray  # bool
 
 
-def default_detector() -> Detector:
-    """The detector ``obscore detect`` uses: see :mod:`obscore.detect.novelty`.
+def default_detector(name: str | None = None) -> Detector:
+    """A new detector for ``obscore detect``: ``name``, or the registry default.
 
-    Without Numba (the ``numba`` extra) it falls back to the fast-and-robust
-    z-score of :mod:`obscore.detect.ensemble`, with a warning.
+    Parameters
+    ----------
+    name : str, optional
+        A registered detector name (the config's ``detectors.default``);
+        None means :data:`obscore.detect.base.DEFAULT_DETECTOR` (novelty).
 
     Notes
     -----
+    Without Numba (the ``numba`` extra) the novelty detector is replaced by
+    the z-score ensemble of :mod:`obscore.detect.ensemble`, with a warning.
     On NAB (standard profile, alerts at 0.5) the novelty detector scores
     68.9 and the z-score ensemble -42.3; ``obscore eval nab`` reproduces both.
     """
-    if importlib.util.find_spec("numba") is None:
+    name = name or "default"
+    wants_novelty = name == "novelty" or (name == "default" and DEFAULT_DETECTOR == "novelty")
+    if wants_novelty and importlib.util.find_spec("numba") is None:
         warnings.warn(
             "numba is not installed: obscore detect falls back to the z-score "
             "ensemble; install the numba extra for the novelty detector",
             ObscoreWarning,
             stacklevel=2,
         )
-        return DefaultDetector()
-    return NoveltyDetector()
+        return ZScoreEnsembleDetector()
+    return create(name)
 
 
 def alert_decisions(
@@ -73,13 +79,17 @@ def alert_decisions(
     return fire
 
 
-def detect_stream(ts: np.ndarray, values: np.ndarray, detector=None) -> StreamResult:
+def detect_stream(
+    ts: np.ndarray, values: np.ndarray, detector: Detector | None = None, threshold: float = 0.5
+) -> StreamResult:
     """Score a series row by row (no look-ahead) and mark the alerts.
 
+    ``detector`` defaults to a new :func:`default_detector`; ``threshold`` is
+    the declared alert threshold (the config's ``detectors.threshold``).
     NaN values get score 0 and never alert.
     """
     detector = detector or default_detector()
     batch = sample_table(np.zeros(len(ts), np.uint64), ts, values)
     scores = np.asarray(detector.score(batch), dtype=np.float64)
     scores = np.nan_to_num(scores, nan=0.0)
-    return StreamResult(scores, alert_decisions(ts, scores))
+    return StreamResult(scores, alert_decisions(ts, scores, threshold))
