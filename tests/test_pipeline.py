@@ -72,3 +72,59 @@ def test_burst_of_10000_simultaneous_anomalies_is_grouped_quickly():
     # linear in anomalies x open incidents: this runs in about a second
     incs = group_incidents(burst, cat)
     assert len(incs) == 100 and sum(len(i.anomalies) for i in incs) == 10_000
+
+
+def test_context_names_the_host_and_the_catalogue_hosts():
+    cat = _cat()
+    cat.add(Service("feed", owner="feed-team", hosts=("feed-1", "feed-2"), dependencies=("db",)))
+    (a,) = enrich([_a("feed", 0)], cat, SPECS)
+    assert a.context["host"] == "unknown" and a.context["hosts"] == ["feed-1", "feed-2"]
+    hosted = Anomaly("cpu_usage{host=feed-2}", "cpu_usage", LabelSet({"host": "feed-2"}), 0, M, 0, 6.0, 0.6)
+    (b,) = enrich([hosted], cat, SPECS)
+    assert b.context["host"] == "feed-2" and b.context["service"] == "feed"
+    assert b.context["owner"] == "feed-team"
+
+
+def _deploy_day(tmp_path, config=None):
+    """8 simulated hours, a bad deploy of recommend in eu-west at 7h, recorded with ``obscore event``."""
+    from obscore.catalogue import from_platform
+    from obscore.cli import main
+    from obscore.engine import Engine
+    from obscore.sim import CAUSE_METRICS, Incident, default_platform, simulate
+
+    start = 1_767_225_600_000
+    bad = Incident("bad_deploy", "recommend", CAUSE_METRICS["bad_deploy"], "eu-west",
+                   start + 7 * 3_600_000, start + 7 * 3_600_000 + 30 * M)
+    sim = simulate(seed=3, hours=8, incidents=[bad], start_ms=start)
+    data = tmp_path / "data"
+    at = str((bad.start_ms - 2 * M) / 1000)
+    assert main(["event", "--data", str(data), "--service", "recommend", "--kind", "deploy",
+                 "--region", "eu-west", "--at", at, "--description", "v42"]) == 0
+    assert main(["event", "--data", str(data), "--service", "recommend", "--kind", "deploy",
+                 "--at", str((bad.start_ms - 3 * 3_600_000) / 1000), "--description", "v41"]) == 0
+    engine = Engine(data, config=config, catalogue=from_platform(default_platform()))
+    engine.ingest(sim.table, sim.index)
+    result = engine.run_pipeline(sim.start_ms, sim.end_ms, sim.step_ms)
+    hits = [i for i in result.incidents if i.start_ms < bad.end_ms and bad.start_ms <= i.end_ms]
+    return engine, bad, max(hits, key=lambda i: len(i.anomalies))
+
+
+def test_incident_right_after_a_recorded_deploy_names_that_deploy(tmp_path):
+    engine, bad, inc = _deploy_day(tmp_path)
+    named = [a for a in inc.anomalies if "deploy of recommend in eu-west: v42" in a.context["changes"]]
+    assert named, [a.context["changes"] for a in inc.anomalies]
+    assert all("v41" not in c for a in inc.anomalies for c in a.context["changes"])  # 3h old
+    alerts = [al for al in engine.alerts() if al.incident_id == inc.id]
+    assert any("deploy of recommend in eu-west: v42" in al.annotations["changes"] for al in alerts)
+    assert all(al.annotations["owner"] != "" and al.annotations["region"] for al in alerts)
+    engine.close()
+
+
+def test_change_lookback_comes_from_the_config(tmp_path):
+    from obscore.config import load_config
+
+    cfg = load_config(overrides={"pipeline": {"change_lookback": "30s"}})
+    engine, _, inc = _deploy_day(tmp_path, config=cfg)
+    assert engine.change_lookback_ms == 30_000
+    assert all(not a.context["changes"] for a in inc.anomalies)
+    engine.close()

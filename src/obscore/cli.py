@@ -319,6 +319,111 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_when(text: str | None) -> int | None:
+    """Milliseconds from unix seconds or an ISO 8601 time (UTC when no zone is given)."""
+    if text is None:
+        return None
+    try:
+        return round(float(text) * 1000)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time; give unix seconds or ISO 8601 such as 2026-01-01T10:00:00Z"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return round(when.timestamp() * 1000)
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    """Record a change event in a data directory without loading its samples."""
+    from obscore.catalogue import Catalogue
+    from obscore.errors import ConfigError
+
+    data = Path(args.data)
+    try:
+        ts = _parse_when(args.at)
+        data.mkdir(parents=True, exist_ok=True)
+        cat = Catalogue()
+        cat.load_events(data / "events.json")
+        event = cat.record_event(
+            ts if ts is not None else time.time_ns() // 1_000_000,
+            args.service, args.kind, args.description, args.region,
+        )
+        cat.save_events(data / "events.json")
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"obscore event: {exc}", file=sys.stderr)
+        return 2
+    print(f"{_when(event.ts)}  {event}  ({len(cat.events)} events in {data / 'events.json'})")
+    return 0
+
+
+def _add_pipeline_commands(sub) -> None:
+    """``event``, ``replay`` and ``ack``: the pipeline's and the alerts' commands."""
+    evt = sub.add_parser("event", help="record a change event (deploy, config, scale, flag) in a data directory")
+    evt.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
+    evt.add_argument("--service", required=True, help="the service that changed")
+    evt.add_argument(
+        "--kind", required=True,
+        choices=["deploy", "config", "scale", "flag", "scaling", "feature_flag", "other"],
+        help="what changed",
+    )
+    evt.add_argument("--region", default=None, help="the region, when the change was in one")
+    evt.add_argument("--at", default=None, help="when: unix seconds or ISO 8601 (default now)")
+    evt.add_argument("--description", default="", help="free text, e.g. the release")
+    evt.set_defaults(func=cmd_event)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from obscore import bench
+
+    names = args.kernels.split(",") if args.kernels else None
+    handicaps = {}
+    for item in args.handicap or []:
+        name, _, times = item.partition("=")
+        handicaps[name] = int(times or 10)
+    bar = tqdm(total=len(names or bench.CASES), desc="bench", unit="kernel", file=sys.stderr, disable=args.quiet)
+
+    def progress(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update()
+
+    results, skipped = bench.run(names, full=args.full, repeat=args.repeat, handicaps=handicaps, progress=progress)
+    bar.close()
+    print(bench.table(results))
+    for name, why in skipped.items():
+        print(f"{name}: skipped, {why}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({k: r.as_dict() for k, r in results.items()}, indent=2) + "\n")
+        print(f"ratios written to {args.json}")
+    if args.check:
+        problems = bench.check(results, bench.load_baseline(args.check), args.tolerance)
+        for line in problems:
+            print(f"REGRESSION {line}")
+        if problems:
+            return 1
+        print(f"no kernel fell more than {args.tolerance:.0%} below {args.check}")
+    return 0
+
+
+def _add_bench_command(sub: argparse._SubParsersAction) -> None:
+    b = sub.add_parser("bench", help="time the native kernels against their references and print the ratios")
+    b.add_argument("--kernels", default=None, help="comma-separated cases (default: all)")
+    b.add_argument("--full", action="store_true", help="the full sizes of benchmarks/ (default: short sizes)")
+    b.add_argument("--repeat", type=int, default=3, help="timings per side; the fastest counts (default 3)")
+    b.add_argument("--json", default=None, metavar="FILE", help="write {kernel: {ours, reference, ratio}} to FILE")
+    b.add_argument("--check", default=None, metavar="BASELINE", help="exit 1 when a ratio falls below its baseline less --tolerance")
+    b.add_argument("--tolerance", type=float, default=0.25, help="allowed fall below the baseline ratio (default 0.25)")
+    b.add_argument("--handicap", action="append", metavar="KERNEL=N", help="run our KERNEL N times per timing (to see --check fail)")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_bench)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="obscore", description="An embeddable observability engine.")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v info, -vv debug)")
@@ -383,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-body-mb", type=int, default=32, help="largest request body in MiB (default 32)")
     srv.add_argument("--max-series", type=int, default=10_000, help="most series one query may return (default 10000)")
     srv.set_defaults(func=cmd_serve)
+    _add_pipeline_commands(sub)
+    _add_bench_command(sub)
     return parser
 
 

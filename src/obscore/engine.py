@@ -227,6 +227,9 @@ class Engine:
         self.alert_book = AlertBook(self.config.dedup_window_ms, self.config.dedup_similarity)
         self.patterns = load_patterns(self.config.pattern_files)
         self.incidents: list[Incident] = []
+        self.change_lookback_ms = _pipeline_duration(self.config, "change_lookback", "1h")
+        self._api_services: set[str] = set()
+        self._events_mtime_ns: int | None = None
         self.last_result: PipelineResult | None = None
         self.dropped: dict[str, int] = {}
         self.samples_ingested = 0
@@ -697,7 +700,10 @@ class Engine:
             anomalies.extend(
                 detect_runs(sig, self.config.zscore_window_ms, self.config.zscore_threshold)
             )
-        anomalies = enrich(anomalies, self.catalogue, self.config.metrics)
+        self._refresh_events()
+        anomalies = enrich(
+            anomalies, self.catalogue, self.config.metrics, self.change_lookback_ms
+        )
         incidents = group_incidents(anomalies, self.catalogue)
         alerts = raise_alerts(self.alert_book, incidents, self.config.metrics)
         self.incidents = incidents
@@ -712,13 +718,55 @@ class Engine:
         self, service: str, kind: str, description: str = "", *, ts_ms: int | None = None,
         region: str | None = None,
     ) -> ChangeEvent:
-        """Record a change event (``deploy``, ``config``, ``scaling``, ``feature_flag``, ``other``)."""
-        event = self.catalogue.record_event(
-            _now_ms() if ts_ms is None else ts_ms, service, kind, description, region
-        )
-        if self.data_dir is not None:
-            self.catalogue.save_events(self.data_dir / "events.json")
+        """Record a change event (``deploy``, ``config``, ``scaling``, ``feature_flag``, ``other``).
+
+        ``scale`` and ``flag`` are accepted for ``scaling`` and ``feature_flag``.
+        With a data directory the events are saved to ``events.json`` there,
+        merged with what another process (``obscore event``) wrote meanwhile.
+
+        Raises
+        ------
+        ConfigError
+            For an unknown kind or an empty service.
+        """
+        with self._lock:
+            self._refresh_events()
+            event = self.catalogue.record_event(
+                _now_ms() if ts_ms is None else ts_ms, service, kind, description, region
+            )
+            if self.data_dir is not None:
+                path = self.data_dir / "events.json"
+                self.catalogue.save_events(path)
+                self._events_mtime_ns = path.stat().st_mtime_ns
         return event
+
+    def _refresh_events(self) -> None:
+        """Merge the events another process saved in the data directory since we last looked."""
+        if self.data_dir is None:
+            return
+        path = self.data_dir / "events.json"
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._events_mtime_ns:
+            return
+        other = Catalogue()
+        other.load_events(path)
+        self.catalogue.merge_events(other.events)
+        self._events_mtime_ns = mtime
+
+    def add_service(self, service: Service) -> None:
+        """Add or replace a catalogue entry; with a data directory it is kept in ``services.json``.
+
+        Services added this way are loaded over the config's ``[[services]]``
+        when the engine opens the data directory again.
+        """
+        with self._lock:
+            self.catalogue.add(service)
+            self._api_services.add(service.name)
+            if self.data_dir is not None:
+                self.catalogue.save_services(self.data_dir / "services.json", self._api_services)
 
     def alerts(self) -> list[Alert]:
         return list(self.alert_book.alerts)
@@ -737,7 +785,12 @@ class Engine:
             granger_maxlag=cfg.granger_maxlag,
             patterns=self.patterns,
             changes={
-                name: [str(e) for e in self.catalogue.events_before(incident.start_ms, 3_600_000, [name])]
+                name: [
+                    str(e)
+                    for e in self.catalogue.events_before(
+                        incident.start_ms, self.change_lookback_ms, [name]
+                    )
+                ]
                 for name in self.catalogue.services
             },
             pattern_similarity=cfg.pattern_similarity,
@@ -756,7 +809,8 @@ class Engine:
                 self.index.add(name, dict(labels))
         if raw_path.exists():
             self.hot.ingest(pq.read_table(raw_path))
-        self.catalogue.load_events(self.data_dir / "events.json")
+        self._api_services.update(self.catalogue.load_services(self.data_dir / "services.json"))
+        self._refresh_events()
         self.wal = WriteAheadLog(self.data_dir / "wal.log", self.config.wal_fsync_ms)
         replay = self.wal.replay()
         for _, name, labels in replay.series:
@@ -789,6 +843,18 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pipeline_duration(config: Config, key: str, default: str) -> int:
+    """A duration of the config's ``[pipeline]`` table, in milliseconds."""
+    from obscore.durations import parse_duration
+    from obscore.errors import ConfigError
+
+    value = config.raw.get("pipeline", {}).get(key, default)
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:
+        raise ConfigError(f"pipeline.{key}: {exc}") from None
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

@@ -247,15 +247,21 @@ def enrich(
 ) -> list[Anomaly]:
     """Attach the context of each anomaly's series and metric.
 
-    Context keys: ``service``, ``owner``, ``tier``, ``region``, ``upstream``
-    and ``downstream`` services, ``changes`` (change events of the service or
+    Context keys: ``service``, ``owner``, ``tier``, ``region``, ``host`` (the
+    series' ``host`` or ``instance`` label, "unknown" without one) and
+    ``hosts`` (the service's hosts in the catalogue), ``upstream`` and
+    ``downstream`` services, ``changes`` (change events of the service or
     its neighbours within ``change_lookback_ms`` before the start), and the
     metric's ``kind``, ``unit`` and ``group``.  A series with no catalogue
-    entry gets ``owner`` and ``tier`` "unknown".
+    entry gets ``owner`` and ``tier`` "unknown"; a series with a host but no
+    service label gets the service the catalogue lists that host under.
     """
     out = []
     for a in anomalies:
+        host = a.labels.get("host") or a.labels.get("instance")
         svc = a.service
+        if svc is None and host is not None and catalogue is not None:
+            svc = catalogue.service_of_host(host)
         entry = catalogue.get(svc) if catalogue is not None else None
         spec = specs.get(a.metric)
         ctx: dict = {
@@ -263,6 +269,8 @@ def enrich(
             "owner": entry.owner if entry else "unknown",
             "tier": entry.tier if entry else "unknown",
             "region": a.region or "unknown",
+            "host": host or "unknown",
+            "hosts": list(entry.hosts) if entry else [],
             "upstream": list(catalogue.callers(svc)) if entry and catalogue else [],
             "downstream": list(catalogue.callees(svc)) if entry and catalogue else [],
             "kind": spec.kind.value if spec else "unknown",
@@ -414,6 +422,7 @@ def raise_alerts(
                 alert.annotations.update(
                     owner=str(a.context.get("owner", "unknown")),
                     region=str(a.context.get("region", "unknown")),
+                    host=str(a.context.get("host", "unknown")),
                     changes="; ".join(a.context.get("changes", [])) or "none",
                 )
             if is_new:

@@ -255,6 +255,8 @@ def create_app(
         Route("/api/v1/obscore/actions", h.actions),
         Route("/api/v1/obscore/actions/{aid}/{verdict}", h.decide, methods=["POST"]),
         Route("/api/v1/obscore/pipeline", h.pipeline, methods=["POST"]),
+        Route("/api/v1/obscore/events", h.events, methods=["GET", "POST"]),
+        Route("/api/v1/obscore/catalogue", h.catalogue, methods=["GET", "POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     app = Starlette(
@@ -998,6 +1000,79 @@ class _Handlers:
             }
         )
 
+    # -- obscore: change events and the service catalogue --
+
+    async def events(self, request: Request) -> Response:
+        """GET: change events (``service``, ``start``, ``end`` filter); POST: record one."""
+        from obscore.catalogue import event_from_mapping
+
+        engine = self.s.engine
+        if request.method == "POST":
+            body = await _json_body(request)
+            if not isinstance(body, dict):
+                raise DeskError(400, "body must be a JSON object")
+            body = dict(body)
+            if "ts_ms" in body:
+                body["ts"] = body.pop("ts_ms")
+            if "at" in body:
+                body["ts"] = parse_time(str(body.pop("at")), "at")
+            body.setdefault("ts", self.s.clock())
+            try:
+                event = event_from_mapping(body)
+                e = event
+                event = await _locked(
+                    self.s,
+                    lambda: engine.record_event(
+                        e.service, e.kind, e.description, ts_ms=e.ts, region=e.region
+                    ),
+                )
+            except ConfigError as exc:
+                raise DeskError(400, str(exc)) from None
+            return JSONResponse(_event_json(event))
+        p = await _params(request)
+        start = parse_time(p.get("start"), "start", -(2**62))
+        end = parse_time(p.get("end"), "end", 2**62)
+        service = p.get("service")
+
+        def run():
+            engine._refresh_events()
+            return [
+                _event_json(e)
+                for e in engine.catalogue.events
+                if start <= e.ts <= end and (not service or e.service == service)
+            ]
+
+        return JSONResponse(await _locked(self.s, run))
+
+    async def catalogue(self, request: Request) -> Response:
+        """GET: the services; POST: add or replace one service or a list of them."""
+        from obscore.catalogue import service_from_mapping, service_to_mapping
+
+        engine = self.s.engine
+        if request.method == "POST":
+            body = await _json_body(request)
+            items = body if isinstance(body, list) else [body]
+            try:
+                services = [service_from_mapping(item) for item in items]
+            except ConfigError as exc:
+                raise DeskError(400, str(exc)) from None
+
+            def add():
+                for svc in services:
+                    engine.add_service(svc)
+
+            await _locked(self.s, add)
+            return JSONResponse([service_to_mapping(svc) for svc in services])
+
+        def run():
+            cat = engine.catalogue
+            return [
+                {**service_to_mapping(svc), "callers": list(cat.callers(name))}
+                for name, svc in sorted(cat.services.items())
+            ]
+
+        return JSONResponse(await _locked(self.s, run))
+
     # -- obscore: dashboard data --
 
     async def status(self, request: Request) -> Response:
@@ -1214,6 +1289,17 @@ class _Handlers:
             return out
 
         return JSONResponse(await _locked(self.s, run))
+
+
+def _event_json(event: Any) -> dict[str, Any]:
+    return {
+        "ts_ms": event.ts,
+        "service": event.service,
+        "kind": event.kind,
+        "description": event.description,
+        "region": event.region,
+        "text": str(event),
+    }
 
 
 def _finite(x: float) -> float | None:
