@@ -853,11 +853,23 @@ class _Handlers:
         return JSONResponse(success(values))
 
     async def metadata(self, request: Request) -> Response:
-        specs = dict(self.s.engine.config.metrics)
+        # As Prometheus: ``metric`` keeps one metric name, ``limit`` (when
+        # not negative) caps how many metrics are answered.
+        p = await _params(request)
+        limit_text = p.get("limit") or ""
+        try:
+            limit = int(limit_text) if limit_text else -1
+        except ValueError:
+            raise ApiError(400, "bad_data", "limit must be a number") from None
+        metric = p.get("metric") or ""
+        specs = sorted(dict(self.s.engine.config.metrics).items())
         data = {
             name: [{"type": spec.kind.value, "help": spec.help, "unit": spec.unit}]
-            for name, spec in sorted(specs.items())
+            for name, spec in specs
+            if not metric or name == metric
         }
+        if limit >= 0:
+            data = dict(list(data.items())[:limit])
         return JSONResponse(success(data))
 
     async def buildinfo(self, request: Request) -> Response:
