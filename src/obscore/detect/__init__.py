@@ -6,6 +6,7 @@ from obscore.detect.base import DEFAULT_DETECTOR, Detector, create, register, re
 from obscore.detect.ensemble import ZScoreEnsembleDetector
 from obscore.detect.iforest import IsolationForestDetector
 from obscore.detect.novelty import NoveltyDetector
+from obscore.detect.plugin import NumbaDetector, register_numba
 from obscore.detect.robust import RobustZScoreDetector
 from obscore.detect.zscore import ZScoreDetector
 
@@ -14,10 +15,12 @@ __all__ = [
     "Detector",
     "IsolationForestDetector",
     "NoveltyDetector",
+    "NumbaDetector",
     "RobustZScoreDetector",
     "ZScoreDetector",
     "ZScoreEnsembleDetector",
     "create",
     "register",
+    "register_numba",
     "registered",
 ]
