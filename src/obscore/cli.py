@@ -166,27 +166,102 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    import os
+
     from obscore.engine import Engine
     from obscore.errors import ObscoreError
-    from obscore.ingest.exposition import parse
 
-    status = 0
+    sizes = {p: (0 if p == "-" else os.path.getsize(p)) for p in args.paths if p == "-" or os.path.isfile(p)}
+    missing = [p for p in args.paths if p not in sizes]
+    for path in missing:
+        print(f"{path}: no such file", file=sys.stderr)
+    total = sum(sizes.values())
+    # a bar by bytes, for inputs large enough to wait for
+    bar = tqdm(total=total, desc="ingest", unit="B", unit_scale=True, unit_divisor=1024,
+               file=sys.stderr, disable=args.quiet or total < _PROGRESS_BYTES)
+    status = 2 if missing else 0
     engine = None if args.dry_run else Engine(args.data, config=args.config)
-    for path in tqdm(args.paths, desc="ingest", unit="file", file=sys.stderr, disable=args.quiet or len(args.paths) < 2):
-        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
-        try:
-            if engine is None:
-                result = parse(raw, format=args.format, lenient=False)
-                print(f"{path}: valid {result.format}, {result.n_families} families, {result.n_samples} samples")
-            else:
-                res = engine.ingest_exposition(raw, format=args.format, lenient=not args.strict, declare=args.declare)
-                print(f"{path}: {res.stored} samples stored, {res.n_dropped} dropped")
-        except ObscoreError as exc:
-            print(f"{path}: {exc}", file=sys.stderr)
-            status = 2
-    if engine is not None:
-        engine.close()
+    try:
+        for path, size in sizes.items():
+            done = bar.n
+            try:
+                status = max(status, _ingest_file(args, engine, path, bar.update))
+            except (ObscoreError, OSError) as exc:
+                message = str(exc)
+                print(message if message.startswith(path) else f"{path}: {message}", file=sys.stderr)
+                status = 2
+            bar.update(done + size - bar.n)
+    finally:
+        bar.close()
+        if engine is not None:
+            engine.close()
     return status
+
+
+_PROGRESS_BYTES = 1 << 20  # inputs from 1 MiB on get a progress bar
+_PROBLEMS_SHOWN = 20
+
+
+def _ingest_file(args: argparse.Namespace, engine, path: str, on_read) -> int:
+    """Read (and, with an engine, store) one file; 0 when all went well, else 2."""
+    import warnings
+
+    from obscore.errors import DroppedDataWarning, UnknownMetricError
+    from obscore.ingest.files import SampleFile
+    from obscore.model import MetricKind, MetricSpec
+
+    data = sys.stdin.buffer.read() if path == "-" else None
+    now = int(time.time() * 1000)
+    reader = SampleFile(path, data=data, format=args.format, metric=args.metric,
+                        strict=args.strict, on_read=on_read, now_ms=now)
+    stored, dropped = 0, {}
+    batches = reader.batches()
+    if engine is not None and args.strict:
+        batches = iter(list(batches))  # a bad row refuses the whole file
+    for batch in batches:
+        if engine is None:
+            continue
+        if args.declare:
+            specs = {s.name: s for s in reader.specs}
+            for name in reader.index.metric_names:
+                if not engine._is_declared(name):
+                    labels = sorted({k for sid in reader.index.ids(name) for k in reader.index.labels(sid)})
+                    spec = specs.get(name, MetricSpec(name, MetricKind.GAUGE, tuple(labels)))
+                    engine.config.metrics.setdefault(spec.name, spec)
+        unknown = [n for n in reader.index.metric_names if not engine._is_declared(n)]
+        if unknown:
+            raise UnknownMetricError(
+                f"undeclared metrics {unknown[:5]!r}{' and more' if len(unknown) > 5 else ''}; "
+                "declare them in the config or pass --declare"
+            )
+        refused_before = engine.guard.n_dropped
+        with warnings.catch_warnings():  # the drops are reported below, per file
+            warnings.simplefilter("ignore", DroppedDataWarning)
+            res = engine.ingest(batch, reader.index)
+        stored += res.stored
+        for reason, n in res.dropped.items():
+            dropped[reason] = dropped.get(reason, 0) + n
+        if engine.guard.n_dropped > refused_before:
+            dropped["series_limit"] = dropped.get("series_limit", 0) + engine.guard.n_dropped - refused_before
+    for problem in reader.problems[:_PROBLEMS_SHOWN]:
+        print(problem, file=sys.stderr)
+    if len(reader.problems) > _PROBLEMS_SHOWN:
+        print(f"{path}: {len(reader.problems) - _PROBLEMS_SHOWN} more bad rows", file=sys.stderr)
+    n_bad = len(reader.problems)
+    if engine is None:
+        if n_bad:
+            print(f"{path}: invalid {reader.format}: {n_bad} bad rows of {reader.n_rows}", file=sys.stderr)
+            return 2
+        print(f"{path}: valid {reader.format} ({reader.layout} layout), {reader.n_rows} samples "
+              f"of {len(reader.index)} series")
+        return 0
+    if n_bad:
+        dropped["bad_row"] = n_bad
+    detail = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
+    print(f"{path}: {stored} samples stored, {sum(dropped.values())} dropped"
+          f"{f' ({detail})' if detail else ''}")
+    # a file with bad rows and nothing good in it is a failure, not a no-op
+    return 2 if n_bad and stored == 0 and n_bad == reader.n_rows else 0
 
 
 def cmd_scrape(args: argparse.Namespace) -> int:
@@ -444,14 +519,18 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     det.set_defaults(func=cmd_detect)
 
-    ing = sub.add_parser("ingest", help="ingest Prometheus text / OpenMetrics exposition files")
+    ing = sub.add_parser("ingest", help="ingest CSV, Parquet, Arrow IPC and Prometheus text / OpenMetrics files")
     ing.add_argument("paths", nargs="+", help="files, or - for standard input")
     ing.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
     ing.add_argument("--config", default=None, help="obscore.toml to use")
-    ing.add_argument("--format", choices=["prometheus", "openmetrics"], default=None, help="default: sniffed")
+    ing.add_argument("--format", choices=["prometheus", "openmetrics", "csv", "parquet", "arrow"], default=None,
+                     help="default: recognised by content, then file name")
+    ing.add_argument("--metric", default=None,
+                     help="metric name of timestamp,value tables (default: from the file name)")
     ing.add_argument("--dry-run", action="store_true", help="only parse and validate: exit 2 naming the file, line and reason")
     ing.add_argument("--strict", action="store_true", help="refuse a file at its first bad line")
-    ing.add_argument("--declare", action="store_true", help="declare unknown metrics from their TYPE lines")
+    ing.add_argument("--declare", action="store_true",
+                     help="declare unknown metrics (from TYPE lines; tables as gauges)")
     ing.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ing.set_defaults(func=cmd_ingest)
 
