@@ -325,6 +325,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for profile, res in result["profiles"].items():
             best = res["best"]
             print(f"{profile:<22} {res['alerts']['score']:>16.2f} {best['threshold']:>15.3g} {best['score']:>8.2f}")
+        for name, published in result.get("published", {}).items():
+            line = ", ".join(f"{p} {published[p]:.2f}" for p in result["profiles"] if p in published)
+            print(f"published {name}: {line}")
         return 0
     if args.suite == "smd":
         from obscore.detect.evaluate import evaluate_smd

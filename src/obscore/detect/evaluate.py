@@ -970,7 +970,22 @@ def evaluate_nab(
         "detect_s": detect_s,
         "runtime_s": runtime_s,
         "profiles": profiles,
+        "published": load_published(corpus.root),
     }
+
+
+def load_published(nab_dir: str | Path, top: int = 3) -> dict[str, dict[str, float]]:
+    """The ``top`` published detectors of ``final_results.json`` by standard score.
+
+    Returns an empty dict when the NAB folder has no ``final_results.json``;
+    the rest of the file's detectors are left out.
+    """
+    path = Path(nab_dir) / "final_results.json"
+    if not path.exists():
+        return {}
+    final = json.loads(path.read_text("utf-8"))
+    ranked = sorted(final.items(), key=lambda kv: -float(kv[1].get("standard", -math.inf)))
+    return {name: {k: float(v) for k, v in scores.items()} for name, scores in ranked[:top]}
 
 
 # --- SMD: point-wise and point-adjusted precision, recall, F1 ---
