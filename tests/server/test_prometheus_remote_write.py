@@ -158,6 +158,22 @@ def test_prometheus_remote_write_to_obscore_serve_matches_its_own_api(tmp_path):
                 assert want, f"prometheus answers nothing for {query}"
                 assert got == want, f"{query}:\n{_diff(want, got)}"
 
+            # Metric kinds travel as remote-write metadata, in requests of
+            # their own: obscore declares each family as Prometheus knows it.
+            kinds = {
+                name: meta[0]["type"]
+                for name, meta in get_json(prom, "/api/v1/metadata")["data"].items()
+                if meta[0]["type"] in ("counter", "gauge")
+            }
+            ours = get_json(obscore, "/api/v1/metadata")["data"]
+            assert len(kinds) > 20
+            wrong = {
+                name: (kind, ours[name][0]["type"] if name in ours else None)
+                for name, kind in kinds.items()
+                if name not in ours or ours[name][0]["type"] != kind
+            }
+            assert wrong == {}, f"{len(wrong)} of {len(kinds)} kinds differ"
+
     series, points = compared['{job="node"}']
     # About one sample per second and series: a loaded machine may miss a
     # scrape or two (the 900 ms timeout), which both sides then lack alike.
@@ -165,5 +181,5 @@ def test_prometheus_remote_write_to_obscore_serve_matches_its_own_api(tmp_path):
     print(
         f"\nremote write: {sent:.0f} samples sent; over {WINDOW_S} s, {series} series "
         f"and {points} samples equal in both; per selector {compared}; "
-        f"{len(RANGE_QUERIES)} range queries equal"
+        f"{len(RANGE_QUERIES)} range queries equal; {len(kinds)} metric kinds equal"
     )

@@ -395,3 +395,53 @@ def test_query_answers_equal_prometheus(query, mode, peer, engine, tally):
     for key, points in want.items():
         for (_, a), (_, b) in zip(points, got[key]):
             tally["worst"] = max(tally["worst"], _relative_error(a, b))
+
+
+def _json_result(body: dict) -> tuple[str, dict]:
+    """``resultType`` and the result keyed by label set (vector order is free)."""
+    assert body["status"] == "success", body
+    data = body["data"]
+    if data["resultType"] == "scalar":
+        return "scalar", {(): data["result"]}
+    return data["resultType"], {
+        tuple(sorted(s["metric"].items())): s.get("values", s.get("value"))
+        for s in data["result"]
+    }
+
+
+def test_obscore_http_api_answers_the_same_json(peer, engine):
+    # Over HTTP the values are strings: Go's shortest 'f' format on one side,
+    # obscore's promjson on the other; equal floats must give equal text.
+    import warnings
+
+    from obscore.server import create_app
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Using `httpx` with")
+        from starlette.testclient import TestClient
+
+        client = TestClient(create_app(engine), base_url="http://127.0.0.1")
+    n_points = 0
+    with client:
+        for query in QUERIES:
+            for mode, at_s in MODES.items():
+                if at_s is not None:
+                    path, params = "/api/v1/query", {"query": query, "time": at_s}
+                else:
+                    path = "/api/v1/query_range"
+                    params = {
+                        "query": query,
+                        "start": RANGE_START_S,
+                        "end": RANGE_END_S,
+                        "step": RANGE_STEP_S,
+                    }
+                want = _json_result(get_json(peer, path, **params))
+                res = client.get(path, params=params)
+                assert res.status_code == 200, res.text
+                got = _json_result(res.json())
+                assert got == want, f"{mode} {query}"
+                n_points += sum(
+                    len(v) if v and isinstance(v[0], list) else 1
+                    for v in want[1].values()
+                )
+    assert n_points > 10_000
