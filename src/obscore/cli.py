@@ -275,11 +275,27 @@ def cmd_scrape(args: argparse.Namespace) -> int:
     try:
         interval_s = parse_duration(args.interval) / 1000
         duration_s = parse_duration(args.duration) / 1000
-        targets = [Target(url, job=args.job, interval_s=interval_s) for url in args.urls]
+        engine = Engine(args.data, config=args.config)
     except ObscoreError as exc:
         print(f"obscore scrape: {exc}", file=sys.stderr)
         return 2
-    engine = Engine(args.data, config=args.config)
+    try:
+        if args.urls:
+            targets = [Target(url, job=args.job, interval_s=interval_s) for url in args.urls]
+        else:  # the [[scrape]] tables of the config, each target on its own interval
+            targets = [
+                Target(t.url, job=t.job, interval_s=t.interval_ms / 1000,
+                       timeout_s=t.timeout_ms / 1000, labels=t.labels)
+                for t in engine.config.scrape_targets
+            ]
+    except ObscoreError as exc:
+        print(f"obscore scrape: {exc}", file=sys.stderr)
+        engine.close()
+        return 2
+    if not targets:
+        print("obscore scrape: no URL given and the config has no [[scrape]] targets", file=sys.stderr)
+        engine.close()
+        return 2
     scraper = engine.scrape(targets, timeout_s=min(10.0, interval_s))
     try:
         with tqdm(total=round(duration_s), desc="scrape", unit="s", file=sys.stderr, disable=args.quiet) as bar:
@@ -538,10 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     ing.set_defaults(func=cmd_ingest)
 
     scr = sub.add_parser("scrape", help="scrape Prometheus targets into a data directory")
-    scr.add_argument("urls", nargs="+", help="/metrics URLs")
-    scr.add_argument("--interval", default="15s", help="time between scrapes of a target (default 15s)")
+    scr.add_argument("urls", nargs="*", help="/metrics URLs (default: the [[scrape]] targets of the config)")
+    scr.add_argument("--interval", default="15s", help="time between scrapes of the URLs given (default 15s)")
     scr.add_argument("--duration", default="30s", help="how long to scrape (default 30s; Ctrl-C ends early)")
-    scr.add_argument("--job", default="scrape", help="job label of the targets (default scrape)")
+    scr.add_argument("--job", default="scrape", help="job label of the URLs given (default scrape)")
     scr.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
     scr.add_argument("--config", default=None, help="obscore.toml to use")
     scr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

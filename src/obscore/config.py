@@ -6,11 +6,13 @@ key by key (tables merge, arrays of metrics replace by name).
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
+from typing import Any, NamedTuple
 
 from obscore.durations import parse_duration
 from obscore.errors import ConfigError
@@ -48,7 +50,21 @@ class Config:
     pattern_files: tuple[str, ...] = ()
     sampling_baseline: float = 0.1
     sampling_burst: float = 1.0
+    sampling_trigger: dict[str, float] = field(default_factory=dict)
+    sampling_anomaly_ms: int = 300_000
+    sampling_error_pattern: str = "error"
+    scrape_targets: tuple[ScrapeTarget, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class ScrapeTarget(NamedTuple):
+    """One target of a ``[[scrape]]`` table: where, how often, with what labels."""
+
+    url: str
+    job: str
+    interval_ms: int
+    timeout_ms: int
+    labels: dict[str, str]
 
 
 def _default_text() -> str:
@@ -207,5 +223,130 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         pattern_files=tuple(str(p) for p in _get(raw, "diagnosis.patterns", [])),
         sampling_baseline=number("sampling.baseline_rate", 0.1, 0, 1),
         sampling_burst=number("sampling.burst_rate", 1.0, 0, 1),
+        sampling_trigger=_sampling_trigger(raw, source, duration, number),
+        sampling_anomaly_ms=duration("sampling.anomaly_burst", "5m"),
+        sampling_error_pattern=_pattern(raw, "sampling.error_metrics", "error", source),
+        scrape_targets=_scrape_targets(raw, source),
         raw=raw,
     )
+
+
+def _sampling_trigger(raw: dict, source: str, duration, number) -> dict[str, float]:
+    """The burst trigger of ``[sampling]``, as keyword arguments of the sampler."""
+    out: dict[str, float] = {
+        "window_ms": duration("sampling.window", "1s"),
+        "enter_factor": number("sampling.enter_factor", 3.0, 1, 1e6),
+        "exit_factor": number("sampling.exit_factor", 1.5, 1, 1e6),
+        "exit_windows": int(number("sampling.exit_windows", 3, 1, 1e6)),
+        "half_life_windows": number("sampling.half_life_windows", 30.0, 1e-3, 1e6),
+        "warmup_windows": int(number("sampling.warmup_windows", 5, 0, 1e6)),
+        "min_count": number("sampling.min_count", 30.0, 0, 1e12),
+        "min_burst_ms": duration("sampling.min_burst", "5s"),
+        "max_burst_ms": duration("sampling.max_burst", "5m"),
+    }
+    if out["window_ms"] <= 0:
+        raise ConfigError(f"{source}, sampling.window: must be positive, got 0")
+    if out["exit_factor"] > out["enter_factor"]:
+        raise ConfigError(
+            f"{source}, sampling.exit_factor: {out['exit_factor']!r} is above "
+            f"sampling.enter_factor {out['enter_factor']!r}; the gap between them "
+            "is the hysteresis, so exit_factor <= enter_factor"
+        )
+    if out["min_burst_ms"] > out["max_burst_ms"]:
+        raise ConfigError(
+            f"{source}, sampling.min_burst: {out['min_burst_ms']} ms is longer than "
+            f"sampling.max_burst {out['max_burst_ms']} ms"
+        )
+    return out
+
+
+def _pattern(raw: dict, key: str, default: str, source: str) -> str:
+    value = _get(raw, key, default)
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"{source}, {key}: expected a regular expression, got {value!r}"
+        )
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ConfigError(
+            f"{source}, {key}: {value!r} is not a regular expression: {exc}"
+        ) from None
+    return value
+
+
+_SCRAPE_KEYS = ("job", "targets", "interval", "timeout", "labels")
+
+
+def _scrape_targets(raw: dict, source: str) -> tuple[ScrapeTarget, ...]:
+    """The targets of the ``[[scrape]]`` tables, checked."""
+    tables = raw.get("scrape", [])
+    if not isinstance(tables, list):
+        raise ConfigError(
+            f"{source}, scrape: expected an array of tables ([[scrape]]), "
+            f"got {tables!r}"
+        )
+    out: list[ScrapeTarget] = []
+    for i, table in enumerate(tables):
+        where = f"{source}, scrape[{i}]"
+        unknown = sorted(set(table) - set(_SCRAPE_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown keys {unknown!r}; expected some of "
+                f"{list(_SCRAPE_KEYS)!r}"
+            )
+        job = table.get("job")
+        if not isinstance(job, str) or not job:
+            raise ConfigError(f"{where}.job: expected a non-empty string, got {job!r}")
+        urls = table.get("targets")
+        if not isinstance(urls, list) or not urls or not all(
+            isinstance(u, str) for u in urls
+        ):
+            raise ConfigError(
+                f"{where}.targets: expected a non-empty list of URLs, got {urls!r}"
+            )
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    f"{where}.targets: {url!r} is not an http:// or https:// URL "
+                    "with a host"
+                )
+        try:
+            interval_ms = parse_duration(table.get("interval", "15s"))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.interval: {exc}") from None
+        try:
+            timeout_ms = parse_duration(table.get("timeout", min(10_000, interval_ms)))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.timeout: {exc}") from None
+        if interval_ms <= 0:
+            raise ConfigError(
+                f"{where}.interval: must be positive, got {table.get('interval')!r}"
+            )
+        if not 0 < timeout_ms <= interval_ms:
+            raise ConfigError(
+                f"{where}.timeout: {table.get('timeout')!r} must be positive and at "
+                f"most the interval {table.get('interval', '15s')!r}"
+            )
+        labels = table.get("labels", {})
+        if not isinstance(labels, dict) or not all(
+            isinstance(v, str) for v in labels.values()
+        ):
+            raise ConfigError(
+                f"{where}.labels: expected a table of strings, got {labels!r}"
+            )
+        for name in labels:
+            try:
+                check_label_name(name)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.labels: {exc}") from None
+            if name in ("job", "instance"):
+                raise ConfigError(
+                    f"{where}.labels: {name!r} is set by the scraper; "
+                    f"use scrape[{i}].job"
+                )
+        out.extend(
+            ScrapeTarget(u, job, interval_ms, timeout_ms, dict(labels)) for u in urls
+        )
+    return tuple(out)
