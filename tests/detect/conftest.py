@@ -13,4 +13,6 @@ import numpy as np
 from obscore.detect.plugin import EXAMPLE_WINDOW, example_window_zscore, register_numba
 
 if importlib.util.find_spec("numba") is not None:
-    register_numba("user_zscore", example_window_zscore, np.zeros(4 + EXAMPLE_WINDOW), threshold=3.0)
+    register_numba(
+        "user_zscore", example_window_zscore, np.zeros(4 + EXAMPLE_WINDOW), threshold=3.0
+    )

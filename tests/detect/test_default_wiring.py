@@ -46,7 +46,8 @@ def test_config_chooses_the_detector_of_obscore_detect(tmp_path):
     src = _series_csv(tmp_path / "a.csv")
     conf = tmp_path / "obscore.toml"
     conf.write_text('[detectors]\ndefault = "zscore"\n')
-    assert main(["detect", str(src), "--out", str(tmp_path / "z"), "--config", str(conf), "-q"]) == 0
+    out = str(tmp_path / "z")
+    assert main(["detect", str(src), "--out", out, "--config", str(conf), "-q"]) == 0
     assert main(["detect", str(src), "--out", str(tmp_path / "d"), "-q"]) == 0
     series = read_csv(src)
     for folder, name in (("z", "zscore"), ("d", "novelty")):
@@ -71,7 +72,8 @@ def test_detect_alerts_at_the_configured_threshold(tmp_path):
     src = _series_csv(tmp_path / "a.csv")
     conf = tmp_path / "obscore.toml"
     conf.write_text("[detectors]\nthreshold = 0.999\n")
-    assert main(["detect", str(src), "--out", str(tmp_path / "o"), "--config", str(conf), "-q"]) == 0
+    out = str(tmp_path / "o")
+    assert main(["detect", str(src), "--out", out, "--config", str(conf), "-q"]) == 0
     with (tmp_path / "o" / "a.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert not any(r["alert"] == "1" for r in rows if float(r["anomaly_score"]) <= 0.999)

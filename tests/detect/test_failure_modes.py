@@ -16,6 +16,7 @@ import pytest
 
 from obscore.detect import IsolationForestDetector, create, registered
 from obscore.detect.stream import alert_decisions
+from obscore.errors import ConfigError
 from obscore.model import sample_table
 
 STREAMING = [n for n in registered() if n != "iforest"]
@@ -154,3 +155,16 @@ def test_forest_relearns_a_level_shift_when_refitted(rng):
     assert np.all(det.score_matrix(shifted[:, :100]) > 0.5)
     det.fit_matrix(shifted)  # the retraining schedule's next fit
     assert np.mean(det.score_matrix(rng.normal(size=(3, 5000)) + 20.0) > 0.5) < 0.005
+
+
+def test_forest_refuses_bad_calibration_and_a_matrix_of_other_features(rng):
+    with pytest.raises(ConfigError, match=r"iforest detector: tail=0.5 is out of range"):
+        IsolationForestDetector(tail=0.5)
+    with pytest.raises(ConfigError, match=r"iforest detector: surprise=0 is out of range"):
+        IsolationForestDetector(surprise=0)
+    det = IsolationForestDetector()
+    with pytest.raises(RuntimeError, match=r"the isolation forest is not fitted"):
+        det.score_matrix(np.zeros((3, 4)))
+    det.fit_matrix(rng.normal(size=(3, 100)))
+    with pytest.raises(ValueError, match=r"iforest: expected a matrix of 3 feature rows"):
+        det.score_matrix(np.zeros((2, 4)))

@@ -106,9 +106,13 @@ class IsolationForestDetector:
         surprise: float = 6.9,
     ) -> None:
         if not 0.0 < tail < 0.5:
-            raise ConfigError(f"iforest detector: tail={tail!r} is out of range; expected in (0, 0.5)")
+            raise ConfigError(
+                f"iforest detector: tail={tail!r} is out of range; expected in (0, 0.5)"
+            )
         if not surprise > 0:
-            raise ConfigError(f"iforest detector: surprise={surprise!r} is out of range; expected > 0")
+            raise ConfigError(
+                f"iforest detector: surprise={surprise!r} is out of range; expected > 0"
+            )
         self.n_trees = int(n_trees)
         self.max_samples = int(max_samples)
         self.seed = int(seed)
