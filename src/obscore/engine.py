@@ -7,6 +7,7 @@ from __future__ import annotations
 import bisect
 import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -45,6 +46,7 @@ from obscore.pipeline import (
     group_incidents,
     raise_alerts,
 )
+from obscore.runner import PipelineRunner
 from obscore.store.hot import HotStore, IngestResult
 from obscore.store.query import QueryEngine
 from obscore.store.tiers import RollupTiers
@@ -81,7 +83,7 @@ class _Child:
             # are written at the next flush; timed ones are exact.  A refused
             # child has no sampler: each observation is written, and so
             # refused and counted, at once.
-            self.sampled = engine.sampled_histogram(spec) if admitted else None
+            self.sampled = engine.sampled_histogram(spec, labels) if admitted else None
             self._flushed_count = 0.0
 
     def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
@@ -238,7 +240,8 @@ class Engine:
             per_metric=int(limits.get("series_per_metric", 10_000)),
             total=int(limits.get("series_total", 1_000_000)),
         )
-        self._samplers: dict[str, AdaptiveSampler] = {}
+        # one sampler per histogram series (metric name, label set)
+        self._samplers: dict[tuple[str, LabelSet], AdaptiveSampler] = {}
         self._sampled_children: list[_Child] = []
         self._scrapers: list = []
         self._lock = threading.RLock()  # the scraper's thread ingests too
@@ -247,8 +250,12 @@ class Engine:
         self._series_cache: dict[str, int] = {}
         self.wal: WriteAheadLog | None = None
         self.wal_damage = None
+        self._runner: PipelineRunner | None = None
+        self._ticker: threading.Thread | None = None
+        self._ticker_stop = threading.Event()
         if self.data_dir is not None:
             self._load()
+            self._restore_pipeline()
         self.guard.count_existing(self.index)
         logger.info("engine opened: data_dir=%s, %d series", self.data_dir, len(self.index))
 
@@ -504,23 +511,90 @@ class Engine:
 
     # --- sampling, scraping, self-metrics -------------------------------------
 
-    def sampled_histogram(self, spec: MetricSpec):
-        """A histogram fed through the metric's adaptive sampler, or None when
-        the config turns sampling off (``[sampling] mode = "off"``)."""
+    def sampled_histogram(self, spec: MetricSpec, labels: Mapping[str, str] | None = None):
+        """A histogram of one series fed through its own adaptive sampler, or None
+        when the config turns sampling off (``[sampling] mode = "off"``).
+
+        The sampler's burst trigger is the ``[sampling]`` table of the config;
+        each series (metric and label set) has its own, so a burst on one
+        endpoint keeps every observation there and not everywhere.
+        """
         if self.config.raw.get("sampling", {}).get("mode", "adaptive") != "adaptive":
             return None
-        sampler = self._samplers.get(spec.name)
+        key = (spec.name, LabelSet(labels or {}))
+        sampler = self._samplers.get(key)
         if sampler is None:
-            sampler = self._samplers[spec.name] = AdaptiveSampler(
-                self.config.sampling_baseline, self.config.sampling_burst
+            sampler = self._samplers[key] = AdaptiveSampler(
+                self.config.sampling_baseline,
+                self.config.sampling_burst,
+                **self.config.sampling_trigger,  # type: ignore[arg-type]
             )
         return sampler.histogram(spec.bounds)
 
-    def trigger_sampling(self, metric: str | None = None, duration_ms: int = 300_000, reason: str = "latency anomaly") -> None:
-        """Keep every observation of ``metric`` (every histogram when None) for a while."""
-        for name, sampler in self._samplers.items():
-            if metric is None or name == metric:
+    def trigger_sampling(
+        self,
+        metric: str | None = None,
+        duration_ms: int | None = None,
+        reason: str = "latency anomaly",
+        labels: Mapping[str, str] | None = None,
+    ) -> int:
+        """Keep every observation of some histogram series for a while.
+
+        Parameters
+        ----------
+        metric : str, optional
+            The histogram; every histogram when None.
+        duration_ms : int, optional
+            How long; ``[sampling] anomaly_burst`` (5m) by default.
+        reason : str
+            Recorded in the sampler's bursts and the log.
+        labels : mapping, optional
+            Only series whose label sets hold all of these.
+
+        Returns
+        -------
+        int
+            How many series were triggered.
+        """
+        if duration_ms is None:
+            duration_ms = self.config.sampling_anomaly_ms
+        wanted = dict(labels or {})
+        n = 0
+        for (name, series_labels), sampler in list(self._samplers.items()):
+            if metric is not None and name != metric:
+                continue
+            if all(series_labels.get(k) == v for k, v in wanted.items()):
                 sampler.trigger(duration_ms, reason=reason)
+                n += 1
+        return n
+
+    def _trigger_sampling_on(self, anomalies, now_ms: int | None = None) -> None:
+        """Start sampling bursts for the live latency and error anomalies.
+
+        An anomaly on a histogram (a latency) triggers that histogram's series
+        with the anomaly's labels; one on a metric whose name matches
+        ``[sampling] error_metrics`` triggers every histogram series with its
+        labels.  Anomalies that ended more than ``anomaly_burst`` ago (a
+        replay of old data) trigger nothing.
+        """
+        if not self._samplers:
+            return
+        now = _now_ms() if now_ms is None else now_ms
+        horizon = self.config.sampling_anomaly_ms
+        errors = re.compile(self.config.sampling_error_pattern)
+        for anomaly in anomalies:
+            if anomaly.end_ms < now - horizon:
+                continue
+            spec = self.config.metrics.get(anomaly.metric)
+            if spec is not None and spec.is_histogram:
+                metric, reason = anomaly.metric, f"latency anomaly on {anomaly.signal}"
+            elif errors.search(anomaly.metric):
+                metric, reason = None, f"error anomaly on {anomaly.signal}"
+            else:
+                continue
+            n = self.trigger_sampling(metric, reason=reason, labels=anomaly.labels)
+            if n:
+                logger.info("sampling: %s keeps every observation of %d series", reason, n)
 
     def scrape(self, targets, *, timeout_s: float = 10.0, declare: bool = True):
         """Start scraping targets into this engine in a background thread.
@@ -555,7 +629,7 @@ class Engine:
             "cardinality_dropped": dict(self.guard.dropped),
             "series": len(self.index),
             "series_limit": self.guard.total,
-            "sampling_rate": {name: s.rate for name, s in self._samplers.items()},
+            "sampling_rate": self._sampling_rates(),
         }
         if self.wal is not None:
             out["wal_bytes_written"] = self.wal.bytes_written
@@ -563,6 +637,13 @@ class Engine:
         if self._scrapers:
             out["scrape_targets"] = [row for s in self._scrapers for row in s.target_stats()]
         return out
+
+    def _sampling_rates(self) -> dict[str, float]:
+        """The highest sampling rate among the series of each histogram."""
+        rates: dict[str, float] = {}
+        for (name, _), sampler in list(self._samplers.items()):
+            rates[name] = max(rates.get(name, 0.0), sampler.rate)
+        return rates
 
     def self_metrics(self) -> str:
         """The engine's own counters in the Prometheus text format 0.0.4."""
@@ -701,6 +782,7 @@ class Engine:
                 detect_runs(sig, self.config.zscore_window_ms, self.config.zscore_threshold)
             )
         self._refresh_events()
+        self._trigger_sampling_on(anomalies)
         anomalies = enrich(
             anomalies, self.catalogue, self.config.metrics, self.change_lookback_ms
         )
@@ -796,6 +878,154 @@ class Engine:
             pattern_similarity=cfg.pattern_similarity,
         )
 
+    # --- continuous operation ----------------------------------------------------
+
+    def _pipeline_settings(self) -> dict[str, int]:
+        return {
+            "step_ms": _pipeline_duration(self.config, "step", "10s"),
+            "settle_ms": _pipeline_duration(self.config, "settle", "0s"),
+            "catch_up_ms": _pipeline_duration(self.config, "catch_up", "6h"),
+            "quiet_ms": _pipeline_duration(self.config, "quiet", "15m"),
+            "interval_ms": _pipeline_duration(self.config, "interval", "10s"),
+        }
+
+    def _new_runner(self, book: AlertBook) -> PipelineRunner:
+        cfg = self._pipeline_settings()
+        return PipelineRunner(
+            step_ms=cfg["step_ms"],
+            window_ms=self.config.zscore_window_ms,
+            threshold=self.config.zscore_threshold,
+            quiet_ms=cfg["quiet_ms"],
+            change_lookback_ms=self.change_lookback_ms,
+            book=book,
+        )
+
+    @property
+    def runner(self) -> PipelineRunner:
+        """The live pipeline's state (created on first use, restored from the data directory)."""
+        if self._runner is None:
+            self._runner = self._new_runner(self.alert_book)
+        return self._runner
+
+    def tick(self, now_ms: int | None = None) -> PipelineResult | None:
+        """Run the live pipeline over the samples stored since the last tick.
+
+        Parameters
+        ----------
+        now_ms : int, optional
+            The current time (default: the wall clock).  The pipeline
+            evaluates grid points up to ``now_ms`` minus ``[pipeline] settle``
+            (0s by default: the samples of a point must be stored before
+            it is evaluated).  The first tick starts at the oldest sample,
+            or ``[pipeline] catch_up`` (6h) before now if that is later.
+
+        Returns
+        -------
+        PipelineResult or None
+            All anomalies and incidents so far and the alerts this tick
+            raised (also in :meth:`alerts`); None while nothing is stored.
+        """
+        cfg = self._pipeline_settings()
+        now = _now_ms() if now_ms is None else int(now_ms)
+        with self._lock:
+            self.flush()
+            runner = self.runner
+            start = None
+            if runner.cursor_ms is None:
+                rng = self.hot.time_range()
+                if rng is None:
+                    return None
+                start = max(rng[0], now - cfg["catch_up_ms"])
+            self._refresh_events()
+            result = runner.advance(
+                self.queries, self.config.metrics, self.catalogue, now - cfg["settle_ms"], start
+            )
+            self.last_result = result
+            self.incidents = result.incidents
+        if result.alerts:
+            logger.info("pipeline tick: %d new alerts, %d open anomalies",
+                        len(result.alerts), len(runner._open))
+        return result
+
+    def start(self, interval_s: float | None = None, *, clock=None) -> None:
+        """Run :meth:`tick` on a background thread every ``interval_s`` seconds.
+
+        Parameters
+        ----------
+        interval_s : float, optional
+            Seconds between ticks; default ``[pipeline] interval`` (10s).
+        clock : callable, optional
+            Returns the current time in ms for each tick (default: the wall
+            clock); tests and replays of recorded data pass their own.
+
+        Raises
+        ------
+        RuntimeError
+            When the pipeline is already running.
+        """
+        if self._ticker is not None and self._ticker.is_alive():
+            raise RuntimeError("the pipeline is already running; stop() it first")
+        if interval_s is None:
+            interval_s = self._pipeline_settings()["interval_ms"] / 1000
+        if not interval_s > 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s!r}")
+        clock = clock or _now_ms
+        self._ticker_stop.clear()
+
+        def loop() -> None:
+            while not self._ticker_stop.wait(interval_s):
+                try:
+                    self.tick(clock())
+                except Exception:
+                    logger.exception("pipeline tick failed; the next tick tries again")
+
+        self._ticker = threading.Thread(target=loop, name="obscore-pipeline", daemon=True)
+        self._ticker.start()
+        logger.info("pipeline started: every %.3g s", interval_s)
+
+    def stop(self) -> None:
+        """Stop the background pipeline (if running) and save its state in the data directory."""
+        ticker, self._ticker = self._ticker, None
+        if ticker is not None:
+            self._ticker_stop.set()
+            ticker.join()
+            logger.info("pipeline stopped")
+        self._save_pipeline()
+
+    def replay(self, start_ms: int, end_ms: int) -> PipelineResult:
+        """Run the pipeline as one batch over a stored range, apart from the live state.
+
+        The result equals what :meth:`tick` produces live over the same
+        range, ticked at any times (see :mod:`obscore.runner`); its
+        ``alerts`` are all the alerts of the range.
+        """
+        self.flush()
+        with self._lock:
+            self._refresh_events()
+            runner = self._new_runner(
+                AlertBook(self.config.dedup_window_ms, self.config.dedup_similarity)
+            )
+            runner.advance(self.queries, self.config.metrics, self.catalogue, end_ms, start_ms)
+        return replace(runner.result(), alerts=list(runner.book.alerts))
+
+    def _save_pipeline(self) -> None:
+        if self.data_dir is None or self._runner is None or self._runner.cursor_ms is None:
+            return
+        with self._lock:
+            self._runner.save(self.data_dir / "pipeline.pickle")
+
+    def _restore_pipeline(self) -> None:
+        assert self.data_dir is not None
+        runner = PipelineRunner.load(self.data_dir / "pipeline.pickle")
+        if runner is None:
+            return
+        self._runner = runner
+        self.alert_book = runner.book
+        self.last_result = runner.result()
+        self.incidents = self.last_result.incidents
+        logger.info("pipeline state restored: up to ts %s, %d open anomalies, %d incidents",
+                    runner.cursor_ms, len(runner._open), len(runner.incidents))
+
     # --- persistence ---------------------------------------------------------
 
     def _load(self) -> None:
@@ -823,7 +1053,11 @@ class Engine:
             warnings.warn(str(replay.damage), DroppedDataWarning, stacklevel=3)
 
     def close(self) -> None:
-        """Flush, checkpoint the samples and index to Parquet, empty the log."""
+        """Flush, checkpoint the samples and index to Parquet, empty the log.
+
+        A running pipeline (:meth:`start`) is stopped and its state saved.
+        """
+        self.stop()
         for scraper in self._scrapers:
             scraper.stop()
         self._scrapers.clear()

@@ -51,3 +51,24 @@ def test_catalogue_post_adds_a_service_kept_in_the_data_dir(tmp_path):
     assert again.catalogue.get("feed").hosts == ("feed-1",)
     assert again.catalogue.callers("db") == ("feed",)
     again.close()
+
+
+def test_serve_with_a_live_pipeline_ticks_and_stops_with_the_app():
+    import time
+
+    from starlette.testclient import TestClient
+
+    from obscore.config import load_config
+
+    from .conftest import small_engine
+
+    engine = small_engine()
+    engine.config = load_config(overrides={"pipeline": {"live": True, "interval": "1ms"}})
+    app = create_app(engine, token=TOKEN, clock=lambda: END_MS)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        deadline = time.monotonic() + 30
+        while engine.runner.cursor_ms is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.runner.cursor_ms == END_MS
+        assert c.get("/api/v1/obscore/status").json()["pipeline"] is not None
+    assert engine._ticker is None

@@ -213,11 +213,17 @@ def create_app(
                     _pipeline_loop(state, pipeline_every_ms, pipeline_window_ms)
                 )
             )
+        # [pipeline] live = true: the engine's own pipeline ticks on its thread
+        live = bool(engine.config.raw.get("pipeline", {}).get("live", False))
+        if live:
+            engine.start(clock=clock)
         try:
             yield
         finally:
             for t in tasks:
                 t.cancel()
+            if live:
+                engine.stop()
 
     h = _Handlers(state)
     routes = [
