@@ -10,14 +10,16 @@ cdef class RingBuffers:
     cdef int64_t _n_alloc           # rows allocated in the storage arrays, >= n_series
     cdef object _ts_rows            # ndarray int64 (n_alloc, stride): ts in ms, ring order
     cdef object _value_rows         # ndarray float64 (n_alloc, stride): values, ring order
-    cdef object _heads              # ndarray int64 (n_alloc,): next write position per slot
-    cdef object _counts             # ndarray int64 (n_alloc,): samples stored per slot
-    cdef object _last_ts            # ndarray int64 (n_alloc,): last stored ts in ms, or INT64_MIN
+    cdef object _meta_rows          # ndarray int64 (n_alloc, 4): head, count, last ts, unused
+    cdef object _heads              # column 0 of _meta_rows: next write position per slot
+    cdef object _counts             # column 1 of _meta_rows: samples stored per slot
+    cdef object _last_ts            # column 2 of _meta_rows: last stored ts in ms, or INT64_MIN
     cdef int64_t[:, ::1] _ts        # view of _ts_rows
     cdef float64_t[:, ::1] _values  # view of _value_rows
-    cdef int64_t[::1] _head         # view of _heads
-    cdef int64_t[::1] _count        # view of _counts
-    cdef int64_t[::1] _last         # view of _last_ts
+    cdef int64_t[:, ::1] _meta      # view of _meta_rows
+    cdef int64_t[:] _head           # view of _heads
+    cdef int64_t[:] _count          # view of _counts
+    cdef int64_t[:] _last           # view of _last_ts
 
     cdef int _reserve(self, int64_t n_rows) except -1
     cdef int64_t _check_slot(self, object slot) except -1
