@@ -562,7 +562,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Path(args.json).write_text(json.dumps({k: r.as_dict() for k, r in results.items()}, indent=2) + "\n")
         print(f"ratios written to {args.json}")
     if args.check:
-        problems = bench.check(results, bench.load_baseline(args.check), args.tolerance)
+        baseline = bench.load_baseline(args.check)
+        problems = bench.check(results, baseline, args.tolerance)
+        for attempt in range(args.retries):
+            if not problems:
+                break
+            # a noisy neighbour slows one side more than the other: time the
+            # failing kernels again and keep each one's best ratio
+            again = [p.split(":")[0] for p in problems]
+            print(f"re-timing {', '.join(again)} (retry {attempt + 1} of {args.retries})")
+            rerun, _ = bench.run(again, full=args.full, repeat=args.repeat, handicaps=handicaps)
+            for name, r in rerun.items():
+                if r.ratio > results[name].ratio:
+                    results[name] = r
+            problems = bench.check(results, baseline, args.tolerance)
         for line in problems:
             print(f"REGRESSION {line}")
         if problems:
@@ -579,6 +592,7 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--json", default=None, metavar="FILE", help="write {kernel: {ours, reference, ratio}} to FILE")
     b.add_argument("--check", default=None, metavar="BASELINE", help="exit 1 when a ratio falls below its baseline less --tolerance")
     b.add_argument("--tolerance", type=float, default=0.25, help="allowed fall below the baseline ratio (default 0.25)")
+    b.add_argument("--retries", type=int, default=0, help="with --check: re-time failing kernels up to N times (default 0)")
     b.add_argument("--handicap", action="append", metavar="KERNEL=N", help="run our KERNEL N times per timing (to see --check fail)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_bench)

@@ -229,6 +229,27 @@ def test_zscore_no_drift_over_ten_million_points():
     assert scores[n - 1] == pytest.approx(expected, rel=1e-8)
 
 
+@pytest.mark.slow
+def test_zscore_no_drift_over_a_hundred_million_points():
+    # 10^8 points in chunks of 10^6 (memory stays small); at the end the
+    # window's moments equal a fresh two-pass computation.
+    n_chunks, chunk, window_ms = 100, 1_000_000, 1000
+    rng = np.random.default_rng(8)
+    state = ZScoreState(window_ms)
+    scores = np.empty(chunk)
+    for k in range(n_chunks):
+        values = 1e6 + rng.normal(0.0, 1.0, size=chunk)
+        ts = np.arange(k * chunk, (k + 1) * chunk, dtype=I64)
+        state.update(ts, values, scores)
+    window = values[chunk - window_ms :]
+    assert state.count == window.size
+    assert abs(state.mean - window.mean()) < 1e-9
+    assert state.std == pytest.approx(window.std(ddof=1), rel=1e-9)
+    prev = values[chunk - window_ms : chunk - 1]
+    expected = (values[-1] - prev.mean()) / prev.std(ddof=1)
+    assert scores[-1] == pytest.approx(expected, rel=1e-8)
+
+
 @pytest.mark.parametrize("spike", [2e5, 5e7, 1.23456e9, 1e12])
 def test_zscore_spike_leaving_the_window_leaves_no_trace(rng, spike):
     # A spike's square dominates the sums; its rounding would swamp the
