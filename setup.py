@@ -35,6 +35,7 @@ extensions = [
     Extension(
         f"obscore._native.{name}",
         [f"src/obscore/_native/{name}.pyx"],
+        depends=["src/obscore/_native/_hist_index.h"] if name == "histogram" else [],
         include_dirs=[np.get_include()],
         extra_compile_args=[*FLAGS, *(["-fopenmp"] if name in OPENMP else [])],
         extra_link_args=["-fopenmp"] if name in OPENMP else [],

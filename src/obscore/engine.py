@@ -942,6 +942,7 @@ class Engine:
             )
             self.last_result = result
             self.incidents = result.incidents
+            self._trigger_sampling_on(result.anomalies, now)  # live latency/errors
         if result.alerts:
             logger.info("pipeline tick: %d new alerts, %d open anomalies",
                         len(result.alerts), len(runner._open))
