@@ -229,3 +229,154 @@ def test_bad_bounds_are_refused():
         match=r"bounds must be finite and strictly increasing, got \[1\.0, 1\.0\]",
     ):
         AdaptiveSampler().histogram([1.0, 1.0])
+
+
+# --- through the engine ------------------------------------------------------------
+
+
+def _engine(**sampling):
+    from obscore import Engine
+    from obscore.config import load_config
+
+    config = load_config(
+        overrides={
+            "metrics": [
+                {
+                    "name": "latency_ms",
+                    "kind": "histogram",
+                    "labels": ["service", "endpoint"],
+                    "buckets": BOUNDS,
+                },
+                {"name": "errors_total", "kind": "counter", "labels": ["service"]},
+            ],
+            "sampling": sampling,
+        }
+    )
+    return Engine(config=config)
+
+
+def test_engine_histogram_observe_is_unbiased_and_keeps_all_in_a_burst():
+    engine = _engine()
+    hist = engine.histogram("latency_ms")
+    a = hist.labels(service="shop", endpoint="/cart")
+    b = hist.labels(service="shop", endpoint="/pay")
+    rng = np.random.default_rng(11)
+    values = rng.lognormal(np.log(80.0), 0.6, 1_000_000)
+    calm, burst = values[:600_000], values[600_000:]
+
+    for v in calm.tolist():
+        a.observe(v)
+    count_calm = a.sampled.count
+    n_triggered = engine.trigger_sampling(
+        "latency_ms", labels={"endpoint": "/cart"}, reason="latency anomaly"
+    )
+    for v in burst.tolist():
+        a.observe(v)
+    for v in values[:10_000].tolist():
+        b.observe(v)
+
+    # The trigger reached the one series named, for [sampling] anomaly_burst.
+    assert n_triggered == 1
+    assert a.sampled._sampler.in_burst and a.sampled._sampler.rate == 1.0
+    assert not b.sampled._sampler.in_burst and b.sampled._sampler.rate == 0.1
+    # In the burst every observation is kept with weight 1: its count is exact.
+    assert a.sampled.count - count_calm == len(burst)
+
+    # What the engine stores at the flush: unbiased estimates of the truth.
+    engine.flush()
+    stored = {
+        name: engine.query_promql(f'{name}{{endpoint="/cart"}}')["value"].to_pylist()
+        for name in ("latency_ms_count", "latency_ms_sum")
+    }
+    buckets = engine.query_promql('latency_ms_bucket{endpoint="/cart"}')
+    by_le = dict(zip(buckets["le"].to_pylist(), buckets["value"].to_pylist()))
+    les = ("10", "50", "100", "200", "500", "1000", "+Inf")
+    cumulative = np.array([by_le[le] for le in les])
+    assert stored["latency_ms_count"] == [a.sampled.count]
+    np.testing.assert_allclose(cumulative, a.sampled.cumulative_counts)
+
+    truth = _truth(values)
+    se = a.sampled.standard_errors
+    count_se = float(np.sqrt((se**2).sum()))
+    assert abs(stored["latency_ms_count"][0] - len(values)) <= 4 * count_se
+    assert count_se / len(values) < 0.005  # so within 2% at the worst
+    # the sum's standard error at rate 0.1 on the calm part bounds it
+    sum_se = float(np.sqrt((calm**2).sum() * (1 / 0.1 - 1)))
+    assert abs(stored["latency_ms_sum"][0] - values.sum()) <= 4 * sum_se
+    # per bucket, against its true standard error (rate 0.1 on the calm part):
+    # the estimated one is 0 for a tail bucket no kept observation fell in
+    true_se = np.sqrt(_truth(calm) * (1 / 0.1 - 1))
+    z = (np.diff(cumulative, prepend=0.0) - truth) / np.maximum(true_se, 1.0)
+    assert np.abs(z).max() <= 4.0, z
+
+
+def test_pipeline_latency_and_error_anomalies_trigger_the_same_series():
+    import time
+
+    engine = _engine(anomaly_burst="10m")
+    step = 10_000
+    now = int(time.time() * 1000) // step * step
+    start = now - 2 * 3_600_000  # the detectors learn the first hour
+    hist = engine.histogram("latency_ms")
+    errors = engine.counter("errors_total")
+    series = [("auth", "/login"), ("shop", "/cart"), ("shop", "/pay"), ("feed", "/")]
+    children = {s: hist.labels(service=s[0], endpoint=s[1]) for s in series}
+    rng = np.random.default_rng(5)
+    for t in range(start, now + 1, step):
+        late = t > now - 240_000
+        for (service, endpoint), child in children.items():
+            median = 400.0 if late and endpoint == "/cart" else 80.0
+            for k, v in enumerate(rng.lognormal(np.log(median), 0.3, 5).tolist()):
+                child.observe(v, ts_ms=t + k)  # timed: exact, not sampled
+        for service in ("auth", "shop", "feed"):
+            n = rng.poisson(50 if late and service == "auth" else 2)
+            errors.labels(service=service).inc(float(n), ts_ms=t)
+
+    result = engine.run_pipeline(start, now, step)
+
+    signals = {a.signal for a in result.anomalies}
+    assert 'latency_ms{service="shop"}' in signals
+    assert 'errors_total{service="auth"}' in signals
+    reasons = {
+        dict(labels)["endpoint"]: [b.reason for b in sampler.bursts]
+        for (_, labels), sampler in engine._samplers.items()
+    }
+    assert reasons == {
+        "/login": ['error anomaly on errors_total{service="auth"}'],
+        "/cart": ['latency anomaly on latency_ms{service="shop"}'],
+        "/pay": ['latency anomaly on latency_ms{service="shop"}'],
+        "/": [],
+    }
+    assert engine.stats()["sampling_rate"] == {"latency_ms": 1.0}
+
+    # The live pipeline (Engine.tick) triggers the same way.
+    live = _engine()
+    child = live.histogram("latency_ms").labels(service="shop", endpoint="/cart")
+    live.ingest(engine.hot.read_table(), engine.index)
+    live.tick(now_ms=now + step)
+    assert [b.reason for b in child.sampled._sampler.bursts] == [
+        'latency anomaly on latency_ms{service="shop"}'
+    ]
+
+    # The same incident an hour ago (a replay) triggers nothing.
+    import pyarrow.compute as pc
+
+    old = _engine()
+    child = old.histogram("latency_ms").labels(service="shop", endpoint="/cart")
+    table = engine.hot.read_table()
+    hour = 3_600_000
+    table = table.set_column(1, "ts", pc.subtract(table["ts"], hour))
+    old.ingest(table, engine.index)
+    replayed = old.run_pipeline(start - hour, now - hour, step)
+    assert 'latency_ms{service="shop"}' in {a.signal for a in replayed.anomalies}
+    assert not child.sampled._sampler.bursts
+
+
+def test_sampling_trigger_settings_come_from_the_config():
+    engine = _engine(enter_factor=5.0, exit_factor=2.0, window="2s", min_burst="1s")
+    child = engine.histogram("latency_ms").labels(service="a", endpoint="/")
+    sampler = child.sampled._sampler
+    assert (sampler.enter_factor, sampler.exit_factor) == (5.0, 2.0)
+    assert (sampler.window_ms, sampler.min_burst_ms) == (2_000, 1_000)
+    with pytest.raises(ConfigError, match="sampling.exit_factor: 6.0 is above"):
+        _engine(exit_factor=6.0)
