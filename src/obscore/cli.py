@@ -513,6 +513,30 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ack(args: argparse.Namespace) -> int:
+    """Acknowledge an alert in a data directory: its escalation stops (also in a running server)."""
+    import getpass
+
+    from obscore.alert.escalate import STATE_PART, append_ack
+    from obscore.alert.state import StateDir
+
+    state_dir = Path(args.data) / "alerts"
+    known = StateDir(state_dir).load(STATE_PART, {}).get("tracks", {}) if state_dir.is_dir() else {}
+    matches = [fp for fp in known if fp.startswith(args.fingerprint)] if args.fingerprint else []
+    if len(matches) != 1:
+        what = "no escalated alert" if not matches else f"{len(matches)} escalated alerts"
+        print(f"obscore ack: {what} in {state_dir} matches fingerprint {args.fingerprint!r}"
+              f"{'; known: ' + ', '.join(sorted(known)[:10]) if known else ''}", file=sys.stderr)
+        return 2
+    fp = matches[0]
+    by = args.by or getpass.getuser()
+    append_ack(state_dir, fp, by, args.comment, time.time_ns() // 1_000_000)
+    track = known[fp]
+    print(f"acknowledged {fp} ({track.get('summary', '')}) by {by}; "
+          f"it was at level {track.get('level')} of policy {track.get('policy')!r}, state {track.get('state')}")
+    return 0
+
+
 def _add_pipeline_commands(sub) -> None:
     """``event``, ``replay`` and ``ack``: the pipeline's and the alerts' commands."""
     evt = sub.add_parser("event", help="record a change event (deploy, config, scale, flag) in a data directory")
@@ -535,6 +559,13 @@ def _add_pipeline_commands(sub) -> None:
     rep.add_argument("--to", default=None, help="end: unix seconds or ISO 8601 (default: newest sample)")
     rep.add_argument("--json", action="store_true", help="print anomalies, incidents and alerts as JSON")
     rep.set_defaults(func=cmd_replay)
+
+    ack = sub.add_parser("ack", help="acknowledge an alert: stop its escalation")
+    ack.add_argument("fingerprint", help="the alert's fingerprint (a unique prefix will do)")
+    ack.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
+    ack.add_argument("--by", default=None, help="who acknowledges (default: the login name)")
+    ack.add_argument("--comment", default="", help="why, or what is being done")
+    ack.set_defaults(func=cmd_ack)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from obscore.alert import Alert, AlertBook
+from obscore.alert.escalate import Escalator, Page, policies_from_config
 from obscore.catalogue import Catalogue, ChangeEvent, Service, from_config
 from obscore.config import Config, load_config
 from obscore.diagnose import Diagnosis, diagnose
@@ -253,9 +254,15 @@ class Engine:
         self._runner: PipelineRunner | None = None
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
+        self.on_page: list = []  # callables given each escalation Page
         if self.data_dir is not None:
             self._load()
             self._restore_pipeline()
+        self.escalator = Escalator(
+            policies_from_config(self.config.raw),
+            self._send_page,
+            self.data_dir / "alerts" if self.data_dir is not None else None,
+        )
         self.guard.count_existing(self.index)
         logger.info("engine opened: data_dir=%s, %d series", self.data_dir, len(self.index))
 
@@ -943,10 +950,57 @@ class Engine:
             self.last_result = result
             self.incidents = result.incidents
             self._trigger_sampling_on(result.anomalies, now)  # live latency/errors
+            if runner.cursor_ms is not None:
+                self.escalate(runner.cursor_ms)
         if result.alerts:
             logger.info("pipeline tick: %d new alerts, %d open anomalies",
                         len(result.alerts), len(runner._open))
         return result
+
+    # --- escalation ----------------------------------------------------------------
+
+    def escalate(self, now_ms: int | None = None) -> list[Page]:
+        """Start, advance or end the escalation of the engine's alerts at ``now_ms``.
+
+        An alert fires while its anomaly was seen within ``[escalation]
+        resolve_after`` (20m by default: the dedup window plus a 5m resolve
+        timeout, as the server's alert desk does) of ``now_ms``; the first
+        escalation policy that covers a firing alert pages its level 0, and
+        every level whose delay ran out unacknowledged pages the next.
+
+        Returns
+        -------
+        list of Page
+            The pages sent (also given to every callable in ``on_page``).
+        """
+        now = _now_ms() if now_ms is None else int(now_ms)
+        resolve_ms = _escalation_duration(self.config, "resolve_after", "20m")
+        pages = []
+        with self._lock:
+            for al in self.alert_book.alerts:
+                if now - al.end_ms <= resolve_ms and al.start_ms <= now:
+                    page = self.escalator.fire(al.fingerprint, al.labels, al.severity, al.summary, now)
+                    if page is not None:
+                        pages.append(page)
+                else:
+                    self.escalator.resolve(al.fingerprint, now)
+            pages.extend(self.escalator.tick(now))
+        return pages
+
+    def acknowledge(self, fingerprint: str, by: str, comment: str = "", now_ms: int | None = None) -> None:
+        """Acknowledge an alert: its escalation stops; kept in the data directory.
+
+        Raises
+        ------
+        ValueError
+            When ``by`` is empty.
+        """
+        with self._lock:
+            self.escalator.acknowledge(fingerprint, by, comment, _now_ms() if now_ms is None else now_ms)
+
+    def _send_page(self, page: Page) -> None:
+        for fn in list(self.on_page):
+            fn(page)
 
     def start(self, interval_s: float | None = None, *, clock=None) -> None:
         """Run :meth:`tick` on a background thread every ``interval_s`` seconds.
@@ -1090,6 +1144,17 @@ def _pipeline_duration(config: Config, key: str, default: str) -> int:
         return parse_duration(value)
     except ConfigError as exc:
         raise ConfigError(f"pipeline.{key}: {exc}") from None
+
+
+def _escalation_duration(config: Config, key: str, default: str) -> int:
+    from obscore.durations import parse_duration
+    from obscore.errors import ConfigError
+
+    value = config.raw.get("escalation", {}).get(key, default)
+    try:
+        return parse_duration(value)
+    except ConfigError as exc:
+        raise ConfigError(f"escalation.{key}: {exc}") from None
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

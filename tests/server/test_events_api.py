@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from obscore.engine import Engine
 from obscore.server import create_app
 
@@ -33,7 +35,9 @@ def test_a_bad_event_is_400_naming_the_field_and_nothing_is_stored(client):
 
 
 def test_catalogue_post_adds_a_service_kept_in_the_data_dir(tmp_path):
-    from starlette.testclient import TestClient
+    with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
 
     engine = Engine(tmp_path)
     app = create_app(engine, token=TOKEN, clock=moving_clock())
@@ -56,7 +60,9 @@ def test_catalogue_post_adds_a_service_kept_in_the_data_dir(tmp_path):
 def test_serve_with_a_live_pipeline_ticks_and_stops_with_the_app():
     import time
 
-    from starlette.testclient import TestClient
+    with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
+        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        from starlette.testclient import TestClient
 
     from obscore.config import load_config
 

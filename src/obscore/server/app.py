@@ -186,6 +186,7 @@ def create_app(
         else None
     )
     desk = AlertDesk(routing, hooks, audit, engine.config.approval_severity)
+    desk.acks = engine.escalator.acks  # acknowledgements persist with the engine
     state = ServerState(
         engine,
         token or None,
@@ -262,6 +263,7 @@ def create_app(
         Route("/api/v1/obscore/actions/{aid}/{verdict}", h.decide, methods=["POST"]),
         Route("/api/v1/obscore/pipeline", h.pipeline, methods=["POST"]),
         Route("/api/v1/obscore/events", h.events, methods=["GET", "POST"]),
+        Route("/api/v1/obscore/escalations", h.escalations),
         Route("/api/v1/obscore/catalogue", h.catalogue, methods=["GET", "POST"]),
         Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
     ]
@@ -463,6 +465,7 @@ async def _pipeline_loop(state: ServerState, every_ms: int, window_ms: int) -> N
 def _run_pipeline(state: ServerState, start_ms: int, end_ms: int, step_ms: int) -> Any:
     result = state.engine.run_pipeline(start_ms, end_ms, step_ms)
     state.last_pipeline_ms = state.clock()
+    state.engine.escalate(end_ms)
     state.diagnoses.clear()
     _sync_alerts(state)
     return result
@@ -985,9 +988,19 @@ class _Handlers:
             raise DeskError(400, "acknowledge: say who acknowledges in 'by'")
         comment = str(body.get("comment", ""))
         fp, now = request.path_params["fp"], self.s.clock()
-        return JSONResponse(
-            await _locked(self.s, self.s.desk.acknowledge, fp, by, comment, now)
-        )
+
+        def run():
+            if fp not in self.s.desk.records:
+                raise DeskError(404, f"alert {fp!r} not found")
+            # the engine keeps the acknowledgement and stops the alert's escalation
+            self.s.engine.acknowledge(fp, by, comment, now)
+            return self.s.desk.acknowledge(fp, by, comment, now)
+
+        return JSONResponse(await _locked(self.s, run))
+
+    async def escalations(self, request: Request) -> Response:
+        """Each escalated alert: its policy, the level paged, its state and acknowledgement."""
+        return JSONResponse(await _locked(self.s, self.s.engine.escalator.status))
 
     async def actions(self, request: Request) -> Response:
         return JSONResponse(await _locked(self.s, self.s.desk.actions))
