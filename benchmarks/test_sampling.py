@@ -4,11 +4,14 @@ against prometheus_client's.
 What: a Python loop calling ``observe(v)`` once per value of a pre-built list
 of latencies (lognormal, median 55 ms, from a fixed seed) into a histogram
 with the default latency buckets (10, 50, 100, 200, 500, 1000 ms, +Inf).
-Three ways, in one benchmark group per size:
+Four ways, in one benchmark group per size:
 
 - ``obscore_baseline``: ``SampledHistogram.observe`` at the baseline rate
   0.1 (one draw; a bucket search for the kept tenth);
 - ``obscore_burst``: the same during a burst, rate 1.0 (every value kept);
+- ``obscore_engine``: the public API, ``Engine.histogram(...).labels(...)``
+  and its ``observe``, which hands the value to the series' sampler (at the
+  baseline rate unless a burst starts);
 - ``prometheus_client``: ``prometheus_client.Histogram.observe`` (version
   pinned by the environment, 0.26.0 when written).
 
@@ -30,7 +33,7 @@ prometheus_client = pytest.importorskip("prometheus_client")
 
 BOUNDS = [10.0, 50.0, 100.0, 200.0, 500.0, 1000.0]
 SIZES = [10_000, 1_000_000]
-IMPLS = ["obscore_baseline", "obscore_burst", "prometheus_client"]
+IMPLS = ["obscore_baseline", "obscore_burst", "obscore_engine", "prometheus_client"]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,24 @@ def _observer(impl: str) -> Callable[[float], None]:
             "latency_ms", "Request latency.", buckets=BOUNDS, registry=registry
         )
         return hist.observe
+    if impl == "obscore_engine":
+        from obscore import Engine
+        from obscore.config import load_config
+
+        config = load_config(
+            overrides={
+                "metrics": [
+                    {
+                        "name": "latency_ms",
+                        "kind": "histogram",
+                        "labels": ["endpoint"],
+                        "buckets": BOUNDS,
+                    }
+                ]
+            }
+        )
+        engine = Engine(config=config)
+        return engine.histogram("latency_ms").labels(endpoint="/").observe
     sampler = AdaptiveSampler(seed=1)
     if impl == "obscore_burst":
         sampler.trigger(reason="benchmark")

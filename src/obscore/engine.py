@@ -69,6 +69,8 @@ def _fmt_le(bound: float) -> str:
 class _Child:
     """One labelled series (or, for histograms, family) of a metric handle."""
 
+    sampled = None  # a histogram's SampledHistogram, set in __init__
+
     def __init__(
         self, engine: Engine, spec: MetricSpec, labels: LabelSet, admitted: bool = True
     ) -> None:
@@ -105,11 +107,14 @@ class _Child:
         self._engine.record(self.spec.name, self.labels_set, self.value, ts_ms)
 
     def observe(self, value: float, ts_ms: int | None = None) -> None:
+        # The live path first and with as few lookups as can be: only
+        # histogram children have a sampler.
+        sampled = self.sampled
+        if sampled is not None and ts_ms is None:
+            sampled.observe(value)
+            return
         if not self.spec.is_histogram:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; observe() is for histograms")
-        if ts_ms is None and self.sampled is not None:
-            self.sampled.observe(value)
-            return
         i = bisect.bisect_left(self.spec.bounds, value)
         self.bucket_counts[i] += 1
         self.sum += value
