@@ -270,7 +270,7 @@ def cmd_scrape(args: argparse.Namespace) -> int:
     from obscore.durations import parse_duration
     from obscore.engine import Engine
     from obscore.errors import ObscoreError
-    from obscore.ingest.scrape import Target
+    from obscore.ingest.scrape import Target, targets_from_config
 
     try:
         interval_s = parse_duration(args.interval) / 1000
@@ -283,11 +283,7 @@ def cmd_scrape(args: argparse.Namespace) -> int:
         if args.urls:
             targets = [Target(url, job=args.job, interval_s=interval_s) for url in args.urls]
         else:  # the [[scrape]] tables of the config, each target on its own interval
-            targets = [
-                Target(t.url, job=t.job, interval_s=t.interval_ms / 1000,
-                       timeout_s=t.timeout_ms / 1000, labels=t.labels)
-                for t in engine.config.scrape_targets
-            ]
+            targets = targets_from_config(engine.config.scrape_targets)
     except ObscoreError as exc:
         print(f"obscore scrape: {exc}", file=sys.stderr)
         engine.close()
@@ -395,6 +391,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get("OBSCORE_TOKEN") or None
     catalogue = simulated_catalogue() if args.simulate else None
     engine = Engine(args.data, config=args.config, catalogue=catalogue)
+    if engine.config.scrape_targets:  # the [[scrape]] tables; stopped by engine.close()
+        from obscore.ingest.scrape import targets_from_config
+
+        try:
+            engine.scrape(targets_from_config(engine.config.scrape_targets))
+        except ConfigError as exc:
+            print(f"obscore serve: {exc}", file=sys.stderr)
+            engine.close()
+            return 2
     app = create_app(
         engine,
         token=token,

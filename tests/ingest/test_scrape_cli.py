@@ -4,6 +4,7 @@ against a real prometheus_client exporter on 127.0.0.1."""
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -12,6 +13,7 @@ from obscore import Engine
 from obscore.cli import main
 from obscore.config import ScrapeTarget, load_config
 from obscore.errors import ConfigError
+from services import get_json, obscore_serve
 
 prometheus_client = pytest.importorskip("prometheus_client")
 
@@ -154,3 +156,26 @@ def test_scrape_targets_are_read_and_checked():
     for table, message in bad:
         with pytest.raises(ConfigError, match=message):
             load_config(overrides={"scrape": [table]})
+
+
+@pytest.mark.integration
+def test_serve_scrapes_the_config_targets(tmp_path, exporter):
+    url, jobs = exporter
+    instance = url.split("/")[2]
+    config = tmp_path / "obscore.toml"
+    config.write_text(
+        f'[[scrape]]\njob = "app"\ntargets = ["{url}"]\ninterval = "1s"\n'
+    )
+    jobs.labels(queue="a").inc(5)  # 12 in all
+    with obscore_serve(tmp_path, "--config", str(config), "--declare") as base:
+        answer = []
+        deadline = time.monotonic() + 30  # a cap against a hang, not a timing check
+        while not answer and time.monotonic() < deadline:
+            time.sleep(0.5)
+            answer = get_json(base, "/api/v1/query", query='jobs_total{job="app"}')
+            answer = answer["data"]["result"]
+        up = get_json(base, "/api/v1/query", query="up")["data"]["result"]
+    assert [(r["metric"]["instance"], r["value"][1]) for r in answer] == [
+        (instance, "12")
+    ]
+    assert [(r["metric"]["job"], r["value"][1]) for r in up] == [("app", "1")]

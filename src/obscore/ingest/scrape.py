@@ -462,6 +462,31 @@ def _assemble(
     return table, results
 
 
+def targets_from_config(entries: Iterable[Any]) -> list[Target]:
+    """Targets of the ``[[scrape]]`` tables of a config.
+
+    Parameters
+    ----------
+    entries : iterable of obscore.config.ScrapeTarget
+        ``Config.scrape_targets``: URL, job, interval and timeout (ms), labels.
+
+    Returns
+    -------
+    list of Target
+        One per URL, each with its own interval and timeout.
+    """
+    return [
+        Target(
+            e.url,
+            job=e.job,
+            interval_s=e.interval_ms / 1000,
+            timeout_s=e.timeout_ms / 1000,
+            labels=e.labels,
+        )
+        for e in entries
+    ]
+
+
 def _synthetic_key(name: str) -> str:
     # Cache keys of the synthetic series; the NUL keeps them apart from the
     # text of any scraped series, which cannot contain one.
