@@ -624,6 +624,9 @@ class Engine:
                 for spec in scraper.specs.values():
                     self.config.metrics.setdefault(spec.name, spec)
             self.ingest(batch, index)
+            # the series the engine refused (a series limit) leave the scraper too
+            ids = np.unique(batch["series_id"].to_numpy()).tolist()
+            scraper.forget([sid for sid in ids if sid not in self.index])
 
         scraper = Scraper(targets, sink, timeout_s=timeout_s)
         self._scrapers.append(scraper)

@@ -220,6 +220,19 @@ class SeriesIndex:
         labels = ",".join(f'{k}="{v}"' for k, v in self._labels[sid].items_tuple)
         return f"{self._names[sid]}{{{labels}}}"
 
+    def discard(self, ids: Iterable[int]) -> int:
+        """Forget the series of ``ids`` (those not held are skipped); how many went."""
+        gone = {sid for sid in ids if sid in self._names}
+        for name in {self._names[sid] for sid in gone}:
+            kept = [sid for sid in self._by_name[name] if sid not in gone]
+            if kept:
+                self._by_name[name] = kept
+            else:
+                del self._by_name[name]
+        for sid in gone:
+            del self._names[sid], self._labels[sid]
+        return len(gone)
+
     def merge(self, other: SeriesIndex) -> None:
         for sid in other:
             if sid not in self._names:

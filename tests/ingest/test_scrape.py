@@ -454,6 +454,41 @@ def test_scraper_survives_a_failing_sink(server):
     assert calls[:2] == [N_SAMPLES + 3, N_SAMPLES + 3]
 
 
+def test_series_the_engine_refuses_leave_nothing_in_the_scraper(server):
+    from obscore import Engine
+    from obscore.config import load_config
+
+    base, state = server
+    served = [0]
+
+    def runaway(handler):  # 20 fresh request ids on every scrape
+        n = served[0]
+        served[0] += 1
+        lines = [f'requests_total{{id="r{n}-{i}"}} 1' for i in range(20)]
+        body = "# TYPE requests_total counter\n" + "\n".join(lines) + "\n"
+        _send(handler, ("# TYPE temperature gauge\ntemperature 21.5\n" + body).encode())
+
+    state.routes["/metrics"] = runaway
+    engine = Engine(config=load_config(overrides={"limits": {"series_per_metric": 5}}))
+    with pytest.warns(Warning, match="requests_total"):
+        scraper = engine.scrape([Target(f"{base}/metrics", interval_s=0.05)])
+        deadline = time.monotonic() + WAIT_CAP_S
+        while scraper.stats[0].scrapes < 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        scraper.stop()
+
+    scrapes = scraper.stats[0].scrapes
+    assert scrapes >= 10
+    names = [scraper.index.name(s) for s in scraper.index]
+    assert names.count("requests_total") == 5  # only the series the engine holds
+    assert "temperature" in names
+    assert len(scraper.index) == len(engine.index)
+    assert sum(len(c) for c in scraper._caches) == len(engine.index)
+    refused = engine.guard.dropped[("requests_total", "series_limit_per_metric")]
+    assert refused == 20 * scrapes - 5
+    engine.close()
+
+
 # --- against a real node_exporter --------------------------------------------------
 
 NODE_EXPORTER = Path("/usr/bin/prometheus-node-exporter")

@@ -694,6 +694,27 @@ class Scraper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def forget(self, series_ids: Iterable[int]) -> int:
+        """Drop series from :attr:`index` and the per-target caches.
+
+        For the sink to call, from the scraper's thread, with the series it
+        refused (a series limit): a target that makes up a label value on
+        every scrape then leaves nothing behind in the scraper either.  A
+        forgotten series that comes back is registered again.
+
+        Returns
+        -------
+        int
+            How many series were held and are now gone.
+        """
+        gone = set(series_ids)
+        if not gone:
+            return 0
+        for cache in self._caches:
+            for key in [k for k, sid in cache.items() if sid in gone]:
+                del cache[key]
+        return self.index.discard(gone)
+
     def target_stats(self) -> list[dict[str, object]]:
         """Per target: job, instance, up, duration_seconds, samples (of the last
         scrape), scrapes and failures, as ``selfmetrics.render`` takes them."""
