@@ -2,8 +2,9 @@
 
 One seeded hour of samples (counters with resets, gauges with a NaN and a
 constant series, classic histograms with a missing ``+Inf`` bucket,
-non-monotonic buckets, a 15-minute hole and 20 minutes without observations)
-is written as an OpenMetrics file.
+non-monotonic buckets, a 15-minute hole and 20 minutes without observations,
+and series on whole steps with +-Inf, 1e308, subnormals and ties) is written
+as an OpenMetrics file.
 Prometheus gets it through ``promtool tsdb create-blocks-from openmetrics``
 (the backfill path) and answers over its HTTP API; obscore ingests the same
 file with :meth:`Engine.ingest_exposition` and answers with
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -97,6 +99,24 @@ QUERIES = [
     # plain selectors: lookback over the hole, the NaN sample
     "mem_bytes",
     'req_duration_seconds_bucket{instance="gap"}',
+    # samples on window edges, resets to 0, late and sparse series, +-Inf,
+    # 1e308, subnormals, ties
+    "rate(odd_total[1m])",
+    "rate(odd_total[15s])",
+    "increase(odd_total[10m])",
+    "irate(odd_total[1m])",
+    "delta(odd_level[5m])",
+    "deriv(odd_level[5m])",
+    "rate(odd_level[5m])",
+    "sum(odd_level)",
+    "stddev(odd_level)",
+    "quantile(0.5, odd_level)",
+    "topk(2, odd_level)",
+    "bottomk(2, odd_level)",
+    "max_over_time(odd_level[5m])",
+    "sum_over_time(odd_level[5m])",
+    "stddev_over_time(odd_level[5m])",
+    "quantile_over_time(0.5, odd_level[5m])",
     # a few of the rest of the language over the same functions
     "rate(http_requests_total[5m] offset 3m)",
     "max_over_time(rate(http_requests_total[1m])[5m:30s])",
@@ -104,7 +124,11 @@ QUERIES = [
     'mem_bytes{job="db"} / ignoring(job) group_left mem_bytes{job="api"}',
 ]
 # Answers Prometheus gives empty (so an empty answer from obscore is right).
-EMPTY = {("instant", "rate(http_requests_total[20s])")}
+EMPTY = {
+    ("instant", "rate(http_requests_total[20s])"),
+    ("instant", "rate(odd_total[15s])"),
+    ("at the NaN", "rate(odd_total[15s])"),
+}
 
 
 # --- the data ----------------------------------------------------------------------
@@ -195,6 +219,43 @@ def _series() -> list[tuple[str, str, dict[str, str], list[tuple[float, float]]]
         for suffix, pts in (("_sum", sums), ("_count", num)):
             labels = {"__name__": "req_duration_seconds" + suffix, "instance": instance}
             out.append(("req_duration_seconds", "histogram", labels, pts))
+    return out + _edge_series(rng)
+
+
+def _edge_series(rng: np.random.Generator) -> list:
+    """Series on whole 15 s steps (samples on window edges) with awkward values."""
+    ts = [T0_S + i * INTERVAL_S for i in range(N_POINTS)]
+    ones = np.ones(N_POINTS)
+    reset = np.cumsum(rng.integers(0, 10, N_POINTS)).astype(float)
+    reset[120:] -= reset[120]  # back to exactly 0
+    sparse = ts[::7]
+    counters = {
+        "reset0": list(zip(ts, reset)),
+        "late": list(zip(ts[100:180], np.cumsum(rng.integers(1, 5, 80)) * 1.0)),
+        "huge": list(zip(ts, 1e300 * np.cumsum(ones))),
+        "tiny": list(zip(ts, 1e-300 * np.cumsum(ones))),
+        "flat": list(zip(ts, 7.0 * ones)),
+        "sparse": list(zip(sparse, np.cumsum(rng.integers(1, 5, len(sparse))) * 1.0)),
+    }
+    wild = rng.normal(0, 1, N_POINTS)
+    wild[[50, 60, 70, 80]] = [np.inf, -np.inf, np.nan, 5e-324]
+    gauges = {
+        "wild": wild,
+        "falling": -np.cumsum(rng.random(N_POINTS)),
+        "tie1": 3.0 * ones,
+        "tie2": 3.0 * ones,
+        "max": 1e308 * ones,
+    }
+    out = [
+        ("odd", "counter", {"__name__": "odd_total", "k": k}, points)
+        for k, points in counters.items()
+    ]
+    out += [
+        # untyped: OpenMetrics' gauge is fine with these values, but an
+        # untyped family is what carries -Inf and friends in practice
+        ("odd_level", "unknown", {"__name__": "odd_level", "k": k}, list(zip(ts, v)))
+        for k, v in gauges.items()
+    ]
     return out
 
 
@@ -301,16 +362,22 @@ def _prometheus_answer(base: str, query: str, at_s: float | None) -> dict:
 
 
 def _obscore_answer(engine: Engine, query: str, at_s: float | None) -> dict:
-    """obscore's answer from ``Engine.query_promql``, in the same shape."""
-    if at_s is not None:
-        table = engine.query_promql(query, time_ms=round(at_s * 1000))
-    else:
-        table = engine.query_promql(
-            query,
-            start_ms=RANGE_START_S * 1000,
-            end_ms=RANGE_END_S * 1000,
-            step_ms=RANGE_STEP_S * 1000,
-        )
+    """obscore's answer from ``Engine.query_promql``, in the same shape.
+
+    Infinities and NaN are values here: evaluating them must not leak a
+    numpy RuntimeWarning to the caller.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        if at_s is not None:
+            table = engine.query_promql(query, time_ms=round(at_s * 1000))
+        else:
+            table = engine.query_promql(
+                query,
+                start_ms=RANGE_START_S * 1000,
+                end_ms=RANGE_END_S * 1000,
+                step_ms=RANGE_STEP_S * 1000,
+            )
     labels = [c for c in table.column_names if c not in ("ts", "value")]
     cols = {c: table[c].to_pylist() for c in labels}
     out: dict[frozenset, list[tuple[int, float]]] = {}
@@ -412,8 +479,6 @@ def _json_result(body: dict) -> tuple[str, dict]:
 def test_obscore_http_api_answers_the_same_json(peer, engine):
     # Over HTTP the values are strings: Go's shortest 'f' format on one side,
     # obscore's promjson on the other; equal floats must give equal text.
-    import warnings
-
     from obscore.server import create_app
 
     with warnings.catch_warnings():
@@ -445,3 +510,12 @@ def test_obscore_http_api_answers_the_same_json(peer, engine):
                     for v in want[1].values()
                 )
     assert n_points > 10_000
+
+
+def test_infinities_are_evaluated_without_numpy_warnings(engine):
+    # Needs no Prometheus: Inf - Inf in a window is NaN, and no RuntimeWarning
+    # reaches the caller (_obscore_answer turns them into errors).
+    got = _obscore_answer(engine, "rate(odd_level[5m])", None)
+    wild = got[frozenset({("k", "wild")})]
+    assert any(math.isnan(v) for _, v in wild)
+    assert any(math.isinf(v) for _, v in wild)

@@ -1,10 +1,11 @@
 """Prometheus HTTP API shapes: read its parameters, write its JSON.
 
 The answers follow Prometheus 2.42's ``/api/v1`` byte for byte where a client
-could notice: sample values are strings in Go's shortest ``'f'`` format
-(``"+Inf"``, ``"NaN"``), times are seconds with at most three decimals, and
-errors carry ``errorType`` (``bad_data`` for a bad parameter or query,
-``execution`` for a query that fails while it runs).
+could notice: sample values are strings in Go's shortest format (``'f'``, or
+``'e'`` for the very small and very large; ``"+Inf"``, ``"NaN"``), times are
+seconds with at most three decimals, and errors carry ``errorType``
+(``bad_data`` for a bad parameter or query, ``execution`` for a query that
+fails while it runs).
 """
 
 from __future__ import annotations
@@ -50,10 +51,35 @@ class ApiError(Exception):
 
 
 def format_value(value: float) -> str:
-    """A sample value as Prometheus writes it (Go ``FormatFloat(v, 'f', -1, 64)``).
+    """A sample value of a vector or matrix as Prometheus 2.42 writes it.
 
-    >>> [format_value(v) for v in (2.0, 0.1, 1e-05, 1e21, float("inf"), float("nan"))]
-    ['2', '0.1', '0.00001', '1000000000000000000000', '+Inf', 'NaN']
+    Go's ``strconv.FormatFloat`` with the shortest digits, in format ``'e'``
+    when ``0 < |value| < 1e-6`` or ``|value| >= 1e21`` and ``'f'`` otherwise
+    (the cut-offs of Prometheus' ``jsonutil.MarshalValue``); a negative zero
+    keeps its sign.  Scalars are written differently: :func:`format_scalar`.
+
+    >>> [format_value(v) for v in (2.0, 0.1, 1e-06, 1.5e-07, 1e21, -0.0)]
+    ['2', '0.1', '0.000001', '1.5e-07', '1e+21', '-0']
+    >>> [format_value(v) for v in (5e-324, float("-inf"), float("nan"))]
+    ['5e-324', '-Inf', 'NaN']
+    """
+    size = abs(value)
+    if size != 0 and (size < 1e-6 or (size >= 1e21 and not math.isinf(size))):
+        sign, digits, exponent = Decimal(repr(float(value))).as_tuple()
+        assert isinstance(exponent, int)  # finite
+        text = "".join(map(str, digits)).rstrip("0") or "0"
+        power = exponent + len(digits) - 1
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        exp_sign = "-" if power < 0 else "+"
+        return f"{'-' if sign else ''}{mantissa}e{exp_sign}{abs(power):02d}"
+    return format_scalar(value)
+
+
+def format_scalar(value: float) -> str:
+    """A scalar result's value as Prometheus writes it: ``FormatFloat(v, 'f', -1, 64)``.
+
+    >>> [format_scalar(v) for v in (2.0, 1.5e-07, 1e22, float("inf"), float("nan"))]
+    ['2', '0.00000015', '10000000000000000000000', '+Inf', 'NaN']
     """
     if math.isnan(value):
         return "NaN"
@@ -62,7 +88,7 @@ def format_value(value: float) -> str:
     text = format(Decimal(repr(float(value))), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+    return text
 
 
 def format_ts(ts_ms: int) -> int | float:
@@ -192,7 +218,7 @@ def query_data(table: pa.Table, *, is_range: bool) -> dict[str, Any]:
             return {"resultType": "scalar", "result": None}
         return {
             "resultType": "scalar",
-            "result": [format_ts(ts[0]), format_value(values[0])],
+            "result": [format_ts(ts[0]), format_scalar(values[0])],
         }
     result: list[dict[str, Any]] = []
     for key, rows in _series_rows(table).items():

@@ -240,16 +240,18 @@ def _rate(w: Windows, is_counter: bool, is_rate: bool) -> tuple[np.ndarray, np.n
         return out, ok
     first, last = w.lo[ok], w.hi[ok] - 1
     v, ts = w.v, w.ts
-    result = v[last] - v[first]
-    if is_counter and len(v) > 1:
-        # Add the value before each drop, in sample order, as Prometheus does.
-        drops = np.flatnonzero(v[1:] < v[:-1]) + 1
-        a = np.searchsorted(drops, first, side="right")
-        b = np.searchsorted(drops, last, side="right")
-        for k in range(int((b - a).max(initial=0))):
-            has = a + k < b
-            at = drops[np.minimum(a + k, len(drops) - 1)]
-            result = np.where(has, result + v[at - 1], result)
+    # +-Inf and NaN are values: Inf - Inf is NaN here as in Prometheus, quietly.
+    with np.errstate(invalid="ignore", over="ignore"):
+        result = v[last] - v[first]
+        if is_counter and len(v) > 1:
+            # Add the value before each drop, in sample order, as Prometheus does.
+            drops = np.flatnonzero(v[1:] < v[:-1]) + 1
+            a = np.searchsorted(drops, first, side="right")
+            b = np.searchsorted(drops, last, side="right")
+            for k in range(int((b - a).max(initial=0))):
+                has = a + k < b
+                at = drops[np.minimum(a + k, len(drops) - 1)]
+                result = np.where(has, result + v[at - 1], result)
     to_start = (ts[first] - w.start_ms[ok]) / 1000
     to_end = (w.end_ms[ok] - ts[last]) / 1000
     sampled = (ts[last] - ts[first]) / 1000
