@@ -155,6 +155,17 @@ def test_dry_run_exits_2_naming_file_line_and_reason(tmp_path, capsys):
     assert main(["ingest", "--dry-run", str(table)]) == 2
     assert f"{table} row 2: timestamp is empty; row skipped" in capsys.readouterr().err
 
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    assert main(["ingest", "--dry-run", str(empty)]) == 2
+    assert capsys.readouterr().err == (
+        f"{empty} line 1: the file is empty; expected a header or rows\n"
+    )
+    nothing = tmp_path / "nothing.parquet"
+    pq.write_table(pa.table({"a": [1]}), nothing)
+    assert main(["ingest", "--dry-run", str(nothing)]) == 2
+    assert f"{nothing} schema: columns ['a'] fit no layout" in capsys.readouterr().err
+
     header = tmp_path / "header.csv"
     header.write_text("when,level\n1,2\n")
     assert main(["ingest", "--dry-run", str(header)]) == 2

@@ -388,10 +388,12 @@ class SampleFile:
 
     # --- tables --------------------------------------------------------------------
 
-    def _csv_batches(self, fh: BinaryIO) -> Iterator[pa.RecordBatch]:
+    def _csv_batches(self, fh: BinaryIO) -> Iterator[pa.Schema | pa.RecordBatch]:
         import pyarrow.csv as pacsv
 
         first = next((ln for ln in self._head().splitlines() if ln.strip()), b"")
+        if not first.strip():
+            raise self._fail("line 1", "the file is empty; expected a header or rows")
         text = first.decode("utf-8", "replace")
         fields = [f.strip() for f in next(csv.reader([text]), [])]
         has_header = not (len(fields) == 2 and _is_sample(*fields))
@@ -426,41 +428,50 @@ class SampleFile:
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False
             ),
         )
+        yield reader.schema
         try:
             yield from reader
         except pa.ArrowInvalid as exc:
             raise self._fail("", f"not a readable CSV file: {exc}") from None
 
-    def _parquet_batches(self, fh: BinaryIO) -> Iterator[pa.RecordBatch]:
+    def _parquet_batches(self, fh: BinaryIO) -> Iterator[pa.Schema | pa.RecordBatch]:
         import pyarrow.parquet as pq
 
         try:
-            yield from pq.ParquetFile(fh).iter_batches(batch_size=65_536)
+            parquet = pq.ParquetFile(fh)
+            yield parquet.schema_arrow
+            yield from parquet.iter_batches(batch_size=65_536)
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._fail("", f"not a readable Parquet file: {exc}") from None
 
-    def _arrow_batches(self, fh: BinaryIO) -> Iterator[pa.RecordBatch]:
+    def _arrow_batches(self, fh: BinaryIO) -> Iterator[pa.Schema | pa.RecordBatch]:
         import pyarrow.ipc as ipc
 
         try:
             if fh.read(6) == b"ARROW1":
                 fh.seek(0)
                 reader = ipc.open_file(fh)
+                yield reader.schema
                 for i in range(reader.num_record_batches):
                     yield reader.get_batch(i)
             else:
                 fh.seek(0)
-                yield from ipc.open_stream(fh)
+                stream = ipc.open_stream(fh)
+                yield stream.schema
+                yield from stream
         except (pa.ArrowInvalid, OSError) as exc:
             raise self._fail("", f"not a readable Arrow IPC file: {exc}") from None
 
-    def _tables(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.Table]:
-        roles = None
+    def _tables(
+        self, batches: Iterator[pa.Schema | pa.RecordBatch]
+    ) -> Iterator[pa.Table]:
+        """Sample batches of a table reader that yields its schema, then batches."""
+        schema = next(batches)
+        assert isinstance(schema, pa.Schema)
+        roles = self._roles(schema.names)
         for batch in batches:
-            if roles is None:
-                roles = self._roles(batch.schema.names)
             if batch.num_rows:
-                yield self._convert(batch, roles)
+                yield self._convert(batch, roles)  # type: ignore[arg-type]
 
     def _roles(self, names: list[str]) -> tuple[str, str | None, str, list[str]]:
         """The ts, metric (None when narrow), value and label columns."""
