@@ -476,39 +476,46 @@ def _json_result(body: dict) -> tuple[str, dict]:
     }
 
 
-def test_obscore_http_api_answers_the_same_json(peer, engine):
-    # Over HTTP the values are strings: Go's shortest 'f' format on one side,
-    # obscore's promjson on the other; equal floats must give equal text.
+@pytest.fixture(scope="module")
+def http(engine):
+    """obscore's HTTP API over ``engine`` (Starlette's test client)."""
     from obscore.server import create_app
 
     with warnings.catch_warnings():
+        # starlette 1.x asks for httpx2 in its test client; httpx still works
         warnings.filterwarnings("ignore", message="Using `httpx` with")
         from starlette.testclient import TestClient
 
         client = TestClient(create_app(engine), base_url="http://127.0.0.1")
-    n_points = 0
     with client:
-        for query in QUERIES:
-            for mode, at_s in MODES.items():
-                if at_s is not None:
-                    path, params = "/api/v1/query", {"query": query, "time": at_s}
-                else:
-                    path = "/api/v1/query_range"
-                    params = {
-                        "query": query,
-                        "start": RANGE_START_S,
-                        "end": RANGE_END_S,
-                        "step": RANGE_STEP_S,
-                    }
-                want = _json_result(get_json(peer, path, **params))
-                res = client.get(path, params=params)
-                assert res.status_code == 200, res.text
-                got = _json_result(res.json())
-                assert got == want, f"{mode} {query}"
-                n_points += sum(
-                    len(v) if v and isinstance(v[0], list) else 1
-                    for v in want[1].values()
-                )
+        yield client
+
+
+def test_obscore_http_api_answers_the_same_json(peer, http):
+    # Over HTTP the values are strings: Go's shortest format on one side,
+    # obscore's promjson on the other; equal floats must give equal text.
+    n_points = 0
+    for query in QUERIES:
+        for mode, at_s in MODES.items():
+            if at_s is not None:
+                path, params = "/api/v1/query", {"query": query, "time": at_s}
+                res = http.get(path, params=params)
+            else:
+                path = "/api/v1/query_range"
+                params = {
+                    "query": query,
+                    "start": RANGE_START_S,
+                    "end": RANGE_END_S,
+                    "step": RANGE_STEP_S,
+                }
+                res = http.post(path, data=params)  # form-encoded, as Grafana does
+            want = _json_result(get_json(peer, path, **params))
+            assert res.status_code == 200, res.text
+            got = _json_result(res.json())
+            assert got == want, f"{mode} {query}"
+            n_points += sum(
+                len(v) if v and isinstance(v[0], list) else 1 for v in want[1].values()
+            )
     assert n_points > 10_000
 
 
@@ -519,3 +526,31 @@ def test_infinities_are_evaluated_without_numpy_warnings(engine):
     wild = got[frozenset({("k", "wild")})]
     assert any(math.isnan(v) for _, v in wild)
     assert any(math.isinf(v) for _, v in wild)
+
+
+def test_series_and_label_endpoints_answer_as_prometheus(peer, http):
+    # Without start/end both consider all stored data, so the answers are exact.
+    selectors = [
+        ["http_requests_total"],
+        ['{__name__=~"req_.*",instance!="a"}'],
+        ['mem_bytes{job="db"}', 'odd_total{k=~"t.*"}'],
+        [HIST],
+    ]
+    requests = [("/api/v1/labels", {}), ("/api/v1/label/__name__/values", {})]
+    for name in ("instance", "le", "k", "job"):
+        requests.append((f"/api/v1/label/{name}/values", {}))
+    for match in selectors:
+        requests += [
+            ("/api/v1/series", {"match[]": match}),
+            ("/api/v1/labels", {"match[]": match}),
+            ("/api/v1/label/instance/values", {"match[]": match}),
+        ]
+    for path, params in requests:
+        want = get_json(peer, path, **params)
+        res = http.get(path, params=params)
+        assert res.status_code == 200, res.text
+        got = res.json()
+        if path == "/api/v1/series":  # Prometheus' order is its index order
+            want["data"].sort(key=lambda s: sorted(s.items()))
+            got["data"].sort(key=lambda s: sorted(s.items()))
+        assert got == want, f"{path} {params}"
