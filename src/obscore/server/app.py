@@ -117,6 +117,11 @@ class ServerState:
     diagnoses: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: dict[tuple[str, int], int] = field(default_factory=dict)
     refused: dict[str, int] = field(default_factory=dict)
+    # Remote-write metadata (family -> kind) comes in requests of its own,
+    # often after the first samples; metrics declared from a push (never
+    # those of the config) are corrected when it arrives.
+    kinds: dict[str, str] = field(default_factory=dict)
+    pushed: set[str] = field(default_factory=set)
 
     def saw(self, lo: int, hi: int) -> None:
         if self.data_range is None:
@@ -581,35 +586,56 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def _declare(engine: Engine, names: Iterable[str], kinds: Mapping[str, str]) -> None:
+def _declare(
+    engine: Engine,
+    names: Iterable[str],
+    kinds: Mapping[str, str],
+    pushed: set[str] | None = None,
+) -> None:
     """Declare pushed metric names the config does not know (``declare=True``).
 
     A name's kind comes from ``kinds`` (family name -> ``counter``,
     ``gauge``, ``histogram``, ``summary``, as remote-write metadata says);
     the parts of a histogram or summary (``_bucket``, ``_sum``, ``_count``)
     and, without metadata, names ending in ``_total`` are counters; the
-    rest are gauges.
+    rest are gauges.  Names declared here are added to ``pushed``; a name
+    already in it is declared again when ``kinds`` says otherwise.
     """
     parts = ("_bucket", "_sum", "_count")
     for name in names:
-        try:
-            engine.spec(name)
-            continue
-        except UnknownMetricError:
-            pass
         kind = kinds.get(name)
         if kind is None:
             family = next(
                 (name.removesuffix(p) for p in parts if name.endswith(p)), name
             )
             kind = "counter" if kinds.get(family) in ("histogram", "summary") else None
+        try:
+            known = engine.spec(name)
+        except UnknownMetricError:
+            known = None
+        if known is not None:
+            if pushed is None or name not in pushed or kind is None:
+                continue
+            if known.is_counter == (kind == "counter"):
+                continue
         if kind is None:
             kind = "counter" if name.endswith(("_total", *parts)) else "gauge"
         spec = MetricSpec(
             name, MetricKind.COUNTER if kind == "counter" else MetricKind.GAUGE
         )
-        engine.config.metrics.setdefault(name, spec)
-        logger.info("metric declared from a push: %s (%s)", name, spec.kind.value)
+        if known is None:
+            engine.config.metrics.setdefault(name, spec)
+            logger.info("metric declared from a push: %s (%s)", name, spec.kind.value)
+        else:
+            engine.config.metrics[name] = spec
+            logger.info(
+                "metric declared again from remote-write metadata: %s (%s, was %s)",
+                name,
+                spec.kind.value,
+                known.kind.value,
+            )
+        if pushed is not None:
+            pushed.add(name)
 
 
 # --- handlers ------------------------------------------------------------------------
@@ -751,6 +777,15 @@ class _Handlers:
             logger.warning("remote write refused: %s", exc)
             raise ApiError(400, "bad_data", f"remote write: {exc}") from None
         if not req.n_samples:
+            if req.kinds:
+
+                def learn() -> None:
+                    self.s.kinds.update(req.kinds)
+                    if self.s.declare:
+                        names = sorted(self.s.pushed)
+                        _declare(self.s.engine, names, self.s.kinds, self.s.pushed)
+
+                await _locked(self.s, learn)
             return Response(status_code=204)
         index = SeriesIndex()
         ids = np.array(
@@ -760,8 +795,10 @@ class _Handlers:
         table = sample_table(ids[pos], ts, values)
 
         def run():
+            self.s.kinds.update(req.kinds)
             if self.s.declare:
-                _declare(self.s.engine, index.metric_names, req.kinds)
+                names = index.metric_names
+                _declare(self.s.engine, names, self.s.kinds, self.s.pushed)
             return self.s.engine.ingest(table, index)
 
         try:

@@ -273,13 +273,27 @@ def _put_field(out: bytearray, fnum: int, payload: bytes) -> None:
     out += payload
 
 
-def encode(series: list[tuple[dict[str, str], list[tuple[int, float]]]]) -> bytes:
+def encode(
+    series: list[tuple[dict[str, str], list[tuple[int, float]]]],
+    metadata: dict[str, str] | None = None,
+) -> bytes:
     """Encode ``[(labels with __name__, [(ts_ms, value), ...]), ...]`` as a ``WriteRequest``.
+
+    ``metadata`` maps metric family names to their kind (``counter``,
+    ``gauge``, ``histogram``, ``summary``), sent as ``MetricMetadata``.
 
     >>> decode(encode([({"__name__": "up"}, [(1000, 1.0)])])).series
     [('up', {})]
+    >>> decode(encode([], {"jobs": "counter"})).kinds
+    {'jobs': 'counter'}
     """
     out = bytearray()
+    numbers = {kind: n for n, kind in METADATA_TYPES.items()}
+    for family, kind in (metadata or {}).items():
+        meta = bytearray(b"\x08")
+        _put_varint(meta, numbers[kind])
+        _put_field(meta, 2, family.encode())
+        _put_field(out, 3, bytes(meta))
     for labels, samples in series:
         ts_buf = bytearray()
         for name, text in sorted(labels.items()):
