@@ -554,3 +554,93 @@ def test_series_and_label_endpoints_answer_as_prometheus(peer, http):
             want["data"].sort(key=lambda s: sorted(s.items()))
             got["data"].sort(key=lambda s: sorted(s.items()))
         assert got == want, f"{path} {params}"
+
+
+@pytest.fixture(scope="module")
+def obscore_url(engine):
+    """uvicorn serving ``engine`` on a free loopback port, in a thread."""
+    import threading
+    import time
+
+    import uvicorn
+    from services import free_port
+
+    from obscore.server import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(engine), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "no uvicorn"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_prometheus_api_client_reads_the_same_from_both(peer, obscore_url):
+    prom_api = pytest.importorskip(
+        "prometheus_api_client", reason="prometheus-api-client is not installed"
+    )
+    from datetime import UTC, datetime, timedelta
+
+    def dt(s: float) -> datetime:
+        return datetime.fromtimestamp(s, UTC)
+
+    def calls(client) -> dict:
+        def vector(rows):
+            return sorted((sorted(r["metric"].items()), r["value"]) for r in rows)
+
+        def matrix(rows):
+            return sorted((sorted(r["metric"].items()), r["values"]) for r in rows)
+
+        at = {"time": EVAL_S}
+        return {
+            "metrics": client.all_metrics(),
+            "labels": client.get_label_names(),
+            "instances": client.get_label_values("instance"),
+            "rate": vector(
+                client.custom_query("rate(http_requests_total[5m])", params=at)
+            ),
+            "quantile": vector(
+                client.custom_query(
+                    f"histogram_quantile(0.9, rate({HIST}[5m]))", params=at
+                )
+            ),
+            "range": matrix(
+                client.custom_query_range(
+                    "sum by (code) (rate(http_requests_total[5m]))",
+                    start_time=dt(RANGE_START_S),
+                    end_time=dt(RANGE_END_S),
+                    step="30",
+                )
+            ),
+            "raw": matrix(
+                client.get_metric_range_data(
+                    "mem_bytes",
+                    label_config={"job": "api"},
+                    start_time=dt(T0_S),
+                    end_time=dt(T0_S + 3600),
+                    chunk_size=timedelta(minutes=10),
+                )
+            ),
+            "aggregation": client.get_metric_aggregation(
+                "mem_bytes",
+                operations=["sum", "max", "min", "average", "percentile_50"],
+                start_time=dt(RANGE_START_S),
+                end_time=dt(RANGE_END_S),
+                step="60",
+            ),
+        }
+
+    ours = calls(prom_api.PrometheusConnect(url=obscore_url, disable_ssl=True))
+    theirs = calls(prom_api.PrometheusConnect(url=peer, disable_ssl=True))
+    assert ours["raw"] and ours["range"] and ours["rate"]
+    for key in theirs:
+        assert ours[key] == theirs[key], key
