@@ -171,8 +171,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from obscore.engine import Engine
     from obscore.errors import ObscoreError
 
-    sizes = {p: (0 if p == "-" else os.path.getsize(p)) for p in args.paths if p == "-" or os.path.isfile(p)}
-    missing = [p for p in args.paths if p not in sizes]
+    from obscore.ingest.files import walk_sample_files
+
+    paths = walk_sample_files(args.paths)
+    sizes = {p: (0 if p == "-" else os.path.getsize(p)) for p in paths if p == "-" or os.path.isfile(p)}
+    missing = [p for p in paths if p not in sizes]
     for path in missing:
         print(f"{path}: no such file", file=sys.stderr)
     total = sum(sizes.values())
@@ -655,7 +658,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.set_defaults(func=cmd_detect)
 
     ing = sub.add_parser("ingest", help="ingest CSV, Parquet, Arrow IPC and Prometheus text / OpenMetrics files")
-    ing.add_argument("paths", nargs="+", help="files, or - for standard input")
+    ing.add_argument("paths", nargs="+",
+                     help="files, folders (walked for .csv .parquet .arrow .prom ...), or - for standard input")
     ing.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
     ing.add_argument("--config", default=None, help="obscore.toml to use")
     ing.add_argument("--format", choices=["prometheus", "openmetrics", "csv", "parquet", "arrow"], default=None,

@@ -49,13 +49,16 @@ def refusing_url() -> Iterator[str]:
 
 
 def _samples(data_dir) -> dict[tuple[str, frozenset], list[tuple[int, float]]]:
+    """Every sample of the last hour, read back through PromQL range selectors."""
     engine = Engine(data_dir)
-    table = engine.hot.read_table()
+    now_ms = int(time.time() * 1000) + 60_000
     out: dict[tuple[str, frozenset], list[tuple[int, float]]] = {}
-    columns = [table[c].to_pylist() for c in ("series_id", "ts", "value")]
-    for sid, ts, value in zip(*columns):
-        key = (engine.index.name(sid), frozenset(engine.index.labels(sid).items()))
-        out.setdefault(key, []).append((ts, value))
+    for name in engine.index.metric_names:
+        table = engine.query_promql(f"{name}[1h]", time_ms=now_ms)
+        labels = [c for c in table.column_names if c not in ("__name__", "ts", "value")]
+        for r in table.to_pylist():
+            key = (name, frozenset((k, r[k]) for k in labels if r[k]))
+            out.setdefault(key, []).append((r["ts"], r["value"]))
     engine.close()
     return out
 

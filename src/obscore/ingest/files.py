@@ -220,6 +220,29 @@ def sniff_file_format(head: bytes, name: str = "") -> str:
     return "csv" if _CSV_LINE.match(first.strip()) else "exposition"
 
 
+#: Suffixes of the files a folder given to ``obscore ingest`` is walked for.
+WALKED_SUFFIXES = (*_SUFFIXES, ".prom", ".om")
+
+
+def walk_sample_files(paths: list[str]) -> list[str]:
+    """The paths given, each folder replaced by the sample files under it.
+
+    A folder is walked for the suffixes of :data:`WALKED_SUFFIXES`, in
+    sorted order; other paths (``-`` too) are kept as they are.
+    """
+    out: list[str] = []
+    for path in paths:
+        if path != "-" and Path(path).is_dir():
+            found = [
+                f for f in Path(path).rglob("*")
+                if f.is_file() and f.suffix.lower() in WALKED_SUFFIXES
+            ]
+            out.extend(str(f) for f in sorted(found))
+        else:
+            out.append(path)
+    return out
+
+
 def metric_from_file_name(path: str | Path) -> str:
     """A metric name made of a file's stem: other characters become ``_``.
 
