@@ -128,3 +128,34 @@ def test_change_lookback_comes_from_the_config(tmp_path):
     assert engine.change_lookback_ms == 30_000
     assert all(not a.context["changes"] for a in inc.anomalies)
     engine.close()
+
+
+def test_series_with_no_service_label_is_owned_by_the_entry_services_owner():
+    region_only = _a(None, 0)
+    (a,) = enrich([region_only], _cat(), SPECS)
+    assert a.context["service"] == "unknown" and a.context["owner"] == "edge, money"
+    cat = _cat()
+    cat.business_owner = "growth"
+    (b,) = enrich([region_only], cat, SPECS)
+    assert b.context["owner"] == "growth"
+
+
+def test_every_alert_of_the_demo_day_names_owner_region_and_changes():
+    from obscore.catalogue import from_platform
+    from obscore.cli import _record_demo_changes
+    from obscore.engine import Engine
+    from obscore.sim import simulate
+
+    sim = simulate(seed=0, hours=24)
+    engine = Engine(catalogue=from_platform(sim.platform))
+    engine.ingest(sim.table, sim.index)
+    _record_demo_changes(engine, sim, 0)
+    engine.run_pipeline(sim.start_ms, sim.end_ms, sim.step_ms)
+    alerts = engine.alerts()
+    assert len(alerts) > 50
+    assert all(al.annotations["owner"] not in ("", "unknown") for al in alerts)
+    assert all(al.annotations["region"] not in ("", "unknown") for al in alerts)
+    assert all(al.annotations["changes"] for al in alerts)
+    bad = next(t for t in sim.incidents if t.kind == "bad_deploy")
+    named = [al for al in alerts if f"deploy of {bad.service} in {bad.region}" in al.annotations["changes"]]
+    assert named and all(al.start_ms >= bad.start_ms - 60_000 for al in named)

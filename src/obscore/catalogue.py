@@ -59,6 +59,22 @@ class Catalogue:
 
     services: dict[str, Service] = field(default_factory=dict)
     events: list[ChangeEvent] = field(default_factory=list)
+    business_owner: str | None = None  # owner of series with no service label
+
+    def default_owner(self) -> str:
+        """Who owns a series with no service label (a business signal of the platform).
+
+        ``business_owner`` when set (``[pipeline] business_owner`` in the
+        config), else the owners of the entry services (those nobody calls),
+        else "unknown".
+        """
+        if self.business_owner:
+            return self.business_owner
+        called = {d for s in self.services.values() for d in s.dependencies}
+        owners = sorted(
+            {s.owner for s in self.services.values() if s.name not in called and s.owner != "unknown"}
+        )
+        return ", ".join(owners) or "unknown"
 
     def add(self, service: Service) -> None:
         self.services[service.name] = service

@@ -236,6 +236,9 @@ class Engine:
         self.patterns = load_patterns(self.config.pattern_files)
         self.incidents: list[Incident] = []
         self.change_lookback_ms = _pipeline_duration(self.config, "change_lookback", "1h")
+        owner = self.config.raw.get("pipeline", {}).get("business_owner")
+        if owner:
+            self.catalogue.business_owner = str(owner)
         self._api_services: set[str] = set()
         self._events_mtime_ns: int | None = None
         self.last_result: PipelineResult | None = None

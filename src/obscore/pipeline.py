@@ -254,7 +254,8 @@ def enrich(
     its neighbours within ``change_lookback_ms`` before the start), and the
     metric's ``kind``, ``unit`` and ``group``.  A series with no catalogue
     entry gets ``owner`` and ``tier`` "unknown"; a series with a host but no
-    service label gets the service the catalogue lists that host under.
+    service label gets the service the catalogue lists that host under, and
+    one with neither gets :meth:`Catalogue.default_owner` (business signals).
     """
     out = []
     for a in anomalies:
@@ -266,7 +267,9 @@ def enrich(
         spec = specs.get(a.metric)
         ctx: dict = {
             "service": svc or "unknown",
-            "owner": entry.owner if entry else "unknown",
+            "owner": entry.owner if entry else (
+                catalogue.default_owner() if svc is None and catalogue is not None else "unknown"
+            ),
             "tier": entry.tier if entry else "unknown",
             "region": a.region or "unknown",
             "host": host or "unknown",
