@@ -43,14 +43,13 @@ import random
 import threading
 import time
 import weakref
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from obscore._native.histogram import hist_bucketize
+from obscore._native.histogram import HistogramCell
 from obscore.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -402,17 +401,17 @@ class SampledHistogram:
 
     __slots__ = (
         "__weakref__",
+        "_add",
+        "_add_square",
         "_bounds",
         "_bounds_array",
-        "_counts",
+        "_cell",
         "_random",
         "_reported",
         "_rng",
         "_sampler",
         "_squares",
-        "_sum",
         "_weight",
-        "n_nan",
     )
 
     def __init__(
@@ -433,11 +432,13 @@ class SampledHistogram:
             )
         self._bounds = bounds_array.tolist()
         self._bounds_array = bounds_array
-        self._counts = [0.0] * (len(self._bounds) + 1)
-        self._squares = [0.0] * (len(self._bounds) + 1)
-        self._sum = 0.0
+        # Kept observations go to two kernel cells: one adds the weights w
+        # (counts, sum, NaN tally), the other w * w (for the standard errors).
+        self._cell = HistogramCell(bounds_array)
+        self._squares = HistogramCell(bounds_array)
+        self._add = self._cell.observe_weighted
+        self._add_square = self._squares.observe_weighted
         self._reported = 0.0
-        self.n_nan = 0
         self._random = random.Random(seed).random
         self._rng = np.random.default_rng(seed)
         self._sampler = sampler
@@ -450,13 +451,8 @@ class SampledHistogram:
         x = self._random() * w
         if x >= 1.0:
             return
-        if value != value:  # noqa: PLR0124 (NaN, no call)
-            self.n_nan += 1
-            return
-        i = bisect_left(self._bounds, value)
-        self._counts[i] += w
-        self._squares[i] += w * w
-        self._sum += value * w
+        self._add(value, w)  # NaN: counted in n_nan, left out of the rest
+        self._add_square(value, w * w)
         if x < _TICK_ODDS:
             self._sampler._tick(None, self)
 
@@ -472,22 +468,14 @@ class SampledHistogram:
         for start in range(0, len(values), _CHUNK):
             chunk = values[start : start + _CHUNK]
             w = self._weight
-            kept = chunk[self._rng.random(len(chunk)) * w < 1.0]
-            weights = np.full(len(kept), w)
-            counts = np.zeros(len(self._counts))
-            n_nan = hist_bucketize(kept, self._bounds_array, counts, weights)
-            squares = counts * w
-
-            self.n_nan += n_nan
-            for i in np.flatnonzero(counts).tolist():
-                self._counts[i] += counts[i]
-                self._squares[i] += squares[i]
-            self._sum += float(np.nansum(kept)) * w
+            kept = np.ascontiguousarray(chunk[self._rng.random(len(chunk)) * w < 1.0])
+            self._cell.observe_many(kept, np.full(len(kept), w))
+            self._squares.observe_many(kept, np.full(len(kept), w * w))
             self._sampler._tick(None, self)
 
     def _take_count(self) -> float:
         """Estimated observations since the last call (the sampler's tally)."""
-        total = math.fsum(self._counts)
+        total = self._cell.count
         delta, self._reported = total - self._reported, total
         return delta
 
@@ -500,22 +488,27 @@ class SampledHistogram:
     @property
     def bucket_counts(self) -> np.ndarray:
         """Estimated count per bucket (not cumulative), float64, last is +Inf."""
-        return np.array(self._counts)
+        return np.array(self._cell.bucket_counts, dtype=np.float64)
 
     @property
     def cumulative_counts(self) -> np.ndarray:
         """Estimated ``_bucket`` values, float64, as Prometheus writes them."""
-        return np.cumsum(self._counts)
+        return np.cumsum(self._cell.bucket_counts)
 
     @property
     def count(self) -> float:
         """Estimated number of (non-NaN) observations."""
-        return math.fsum(self._counts)
+        return float(self._cell.count)
 
     @property
     def sum(self) -> float:
         """Estimated sum of the (non-NaN) observations."""
-        return self._sum
+        return float(self._cell.sum)
+
+    @property
+    def n_nan(self) -> int:
+        """NaN observations kept (not weighted); in no bucket and not in the sum."""
+        return int(self._cell.n_nan)
 
     @property
     def standard_errors(self) -> np.ndarray:
@@ -524,5 +517,6 @@ class SampledHistogram:
         The sum over kept observations of ``w * (w - 1)`` estimates the
         variance of a bucket's count; it is 0 for buckets filled at rate 1.
         """
-        counts, squares = np.array(self._counts), np.array(self._squares)
+        counts = np.asarray(self._cell.bucket_counts, dtype=np.float64)
+        squares = np.asarray(self._squares.bucket_counts, dtype=np.float64)
         return np.sqrt(np.maximum(squares - counts, 0.0))
