@@ -594,6 +594,90 @@ def _add_pipeline_commands(sub) -> None:
     ack.set_defaults(func=cmd_ack)
 
 
+def _alert_state_dir(args: argparse.Namespace, command: str) -> Path | None:
+    state_dir = Path(args.data) / "alerts"
+    if not Path(args.data).is_dir():
+        print(f"obscore {command}: data directory {args.data!r} does not exist", file=sys.stderr)
+        return None
+    return state_dir
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    """Silence alerts in a data directory; a running engine or server applies it at its next step."""
+    import getpass
+
+    from obscore.alert.lifecycle import append_request
+    from obscore.alert.route import parse_matchers
+    from obscore.durations import parse_duration
+    from obscore.errors import ConfigError
+
+    state_dir = _alert_state_dir(args, "silence")
+    if state_dir is None:
+        return 2
+    try:
+        matchers = parse_matchers(args.matcher)
+        duration_ms = parse_duration(args.duration)
+    except ConfigError as exc:
+        print(f"obscore silence: {exc}", file=sys.stderr)
+        return 2
+    if not matchers or duration_ms <= 0:
+        print("obscore silence: give at least one --matcher and a positive --duration", file=sys.stderr)
+        return 2
+    now = time.time_ns() // 1_000_000
+    author = args.author or getpass.getuser()
+    append_request(state_dir, {
+        "kind": "silence", "matchers": [str(m) for m in matchers], "start_ms": now,
+        "end_ms": now + duration_ms, "author": author, "comment": args.comment,
+    })
+    print(f"silence of {', '.join(map(str, matchers))} for {args.duration} by {author} recorded in "
+          f"{state_dir}; the engine applies it at its next step")
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    """Approve or reject a remediation action that waits in a data directory."""
+    import getpass
+
+    from obscore.alert.lifecycle import append_request
+    from obscore.alert.state import StateDir
+
+    command = args.verdict
+    state_dir = _alert_state_dir(args, command)
+    if state_dir is None:
+        return 2
+    pending = StateDir(state_dir).load("remediation", {}).get("pending", []) if state_dir.is_dir() else []
+    ids = {p["id"]: p for p in pending}
+    if args.action_id not in ids:
+        known = ", ".join(f"{p['id']} ({p['hook']})" for p in pending) or "none"
+        print(f"obscore {command}: no remediation action {args.action_id!r} waits for approval in "
+              f"{state_dir}; waiting: {known}", file=sys.stderr)
+        return 2
+    by = args.by or getpass.getuser()
+    append_request(state_dir, {"kind": command, "action_id": args.action_id, "by": by})
+    item = ids[args.action_id]
+    print(f"{command} of action {args.action_id} ({item['hook']} for {item['alert']['summary']!r}, "
+          f"severity {item['alert']['severity']:.2f}) by {by} recorded; the engine applies it at its next step")
+    return 0
+
+
+def _add_alert_commands(sub) -> None:
+    """``silence``, ``approve`` and ``reject``: requests to the engine's alert lifecycle."""
+    sil = sub.add_parser("silence", help="silence matching alerts for a while (the engine applies it)")
+    sil.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
+    sil.add_argument("--matcher", action="append", required=True,
+                     help="label matcher such as 'service=api' or 'region=~\"eu-.*\"' (repeatable)")
+    sil.add_argument("--duration", required=True, help="how long, e.g. 2h or 30m")
+    sil.add_argument("--author", default=None, help="who silences (default: the login name)")
+    sil.add_argument("--comment", required=True, help="why")
+    sil.set_defaults(func=cmd_silence)
+    for verdict in ("approve", "reject"):
+        p = sub.add_parser(verdict, help=f"{verdict} a remediation action that waits for approval")
+        p.add_argument("action_id", help="the action's id (GET /api/v1/obscore/actions lists them)")
+        p.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
+        p.add_argument("--by", default=None, help="who decides (default: the login name)")
+        p.set_defaults(func=cmd_decide, verdict=verdict)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
@@ -725,6 +809,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-series", type=int, default=10_000, help="most series one query may return (default 10000)")
     srv.set_defaults(func=cmd_serve)
     _add_pipeline_commands(sub)
+    _add_alert_commands(sub)
     _add_bench_command(sub)
     return parser
 

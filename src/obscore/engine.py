@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from obscore.alert import Alert, AlertBook
 from obscore.alert.escalate import Escalator, Page, policies_from_config
+from obscore.alert.lifecycle import AlertLifecycle
 from obscore.catalogue import Catalogue, ChangeEvent, Service, from_config
 from obscore.config import Config, load_config
 from obscore.diagnose import Diagnosis, diagnose
@@ -270,6 +271,10 @@ class Engine:
             policies_from_config(self.config.raw),
             self._send_page,
             self.data_dir / "alerts" if self.data_dir is not None else None,
+        )
+        # rules, routing, notifiers, remediation from the config; state in data_dir/alerts
+        self.alert_flow = AlertLifecycle.from_config(
+            self.config, self.data_dir / "alerts" if self.data_dir is not None else None
         )
         self.guard.count_existing(self.index)
         logger.info("engine opened: data_dir=%s, %d series", self.data_dir, len(self.index))
@@ -963,10 +968,37 @@ class Engine:
             self._trigger_sampling_on(result.anomalies, now)  # live latency/errors
             if runner.cursor_ms is not None:
                 self.escalate(runner.cursor_ms)
+            self.step_alerts(now)
         if result.alerts:
             logger.info("pipeline tick: %d new alerts, %d open anomalies",
                         len(result.alerts), len(runner._open))
         return result
+
+    # --- alert lifecycle ------------------------------------------------------------
+
+    def step_alerts(self, now_ms: int | None = None) -> list:
+        """Evaluate the config's alert rules and route, notify and remediate at ``now_ms``.
+
+        The pipeline's alerts are posted too (firing while their anomaly was
+        seen within 20 minutes of the pipeline's cursor); :meth:`tick` calls
+        this after every advance.  The state is saved in ``data_dir/alerts``.
+
+        Returns
+        -------
+        list of Notification
+            The notifications produced now.
+        """
+        now = _now_ms() if now_ms is None else int(now_ms)
+        with self._lock:
+            self.flush()
+            cursor = None if self._runner is None else self._runner.cursor_ms
+            self.alert_flow.sync_alerts(self.alert_book.alerts, cursor, now)
+            return self.alert_flow.step(now, self._rule_read)
+
+    def _rule_read(self, name: str, start_ms: int, end_ms: int):
+        for sid in self.index.ids(name):
+            ts, values = self.queries._read(sid, start_ms, end_ms)  # hot and on-disk tiers
+            yield self.index.labels(sid), ts, values
 
     # --- escalation ----------------------------------------------------------------
 

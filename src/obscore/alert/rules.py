@@ -196,7 +196,8 @@ class RuleEvaluator:
         -------
         list of dict
             Alerts for ``Router.post``: ``labels``, ``annotations``,
-            ``start_ms`` and, for alerts resolved now, ``end_ms``.
+            ``start_ms``, ``series_labels`` (the evaluated label set, which
+            the router ignores) and, for alerts resolved now, ``end_ms``.
 
         Raises
         ------
@@ -294,6 +295,7 @@ class RuleEvaluator:
             "labels": labels,
             "annotations": annotations,
             "start_ms": st.active_since_ms,
+            "series_labels": dict(st.labels),
         }
         if resolved:
             alert["end_ms"] = now_ms

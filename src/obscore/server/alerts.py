@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from obscore.alert import Alert, RemediationHook, Remediator, Router
+from obscore.alert.lifecycle import AlertLifecycle
 from obscore.alert.route import (
     AlertRecord,
     Matcher,
@@ -62,6 +63,11 @@ class AlertDesk:
         JSON-lines audit log of remediation (needed when hooks are given).
     approval_severity : float
         Severity above which an action waits for approval.
+    lifecycle : AlertLifecycle, optional
+        The engine's alert lifecycle (``Engine.alert_flow``): the desk then
+        uses its router, notifiers and remediation hooks, all from the
+        config, and saves their state in the data directory after every
+        change; ``routing``, ``hooks`` and ``audit_path`` are ignored.
     """
 
     def __init__(
@@ -70,11 +76,15 @@ class AlertDesk:
         hooks: Iterable[RemediationHook] = (),
         audit_path: Path | None = None,
         approval_severity: float = 0.7,
+        lifecycle: AlertLifecycle | None = None,
     ) -> None:
-        self.router = Router(routing or DEFAULT_ROUTING)
+        self.lifecycle = lifecycle
+        self.router = Router(routing or DEFAULT_ROUTING) if lifecycle is None else lifecycle.router
         hooks = list(hooks)
         self.remediator: Remediator | None = None
-        if hooks:
+        if lifecycle is not None:
+            self.remediator = lifecycle.remediator
+        elif hooks:
             if audit_path is None:
                 raise ConfigError("remediation hooks need an audit log path")
             self.remediator = Remediator(hooks, audit_path, approval_severity)
@@ -89,6 +99,10 @@ class AlertDesk:
         self, alerts: Iterable[Alert], data_end_ms: int | None, now_ms: int
     ) -> None:
         """Post the engine's alerts that are new, changed or still firing."""
+        if self.lifecycle is not None:
+            self.lifecycle.sync_alerts(alerts, data_end_ms, now_ms, FIRING_MARGIN_MS)
+            self._remember(now_ms)
+            return
         posts = []
         for al in alerts:
             firing = (
@@ -130,7 +144,10 @@ class AlertDesk:
     def _remember(self, now_ms: int) -> None:
         for rec in self.router.alerts():
             self.records[rec.fingerprint] = rec
-        self.router.tick(now_ms)
+        if self.lifecycle is not None:
+            self.lifecycle.tick(now_ms)  # notifies through the config's receivers, saves
+        else:
+            self.router.tick(now_ms)
 
     # --- views ---------------------------------------------------------------
 
@@ -263,7 +280,7 @@ class AlertDesk:
         ):
             raise DeskError(404, f"silence {sid!r} not found")
         try:
-            return self.router.add_silence(
+            sid = self.router.add_silence(
                 matchers,
                 end,
                 now_ms,
@@ -274,6 +291,9 @@ class AlertDesk:
             )
         except ConfigError as exc:
             raise DeskError(400, str(exc)) from None
+        if self.lifecycle is not None:
+            self.lifecycle.save()
+        return sid
 
     def silence_json(self, s: Silence, now_ms: int) -> dict[str, Any]:
         return {
@@ -310,6 +330,8 @@ class AlertDesk:
         if sid not in self.router.silences:
             raise DeskError(404, f"silence {sid!r} not found")
         self.router.expire_silence(sid, now_ms)
+        if self.lifecycle is not None:
+            self.lifecycle.save()
 
     # --- acknowledge and approve ----------------------------------------------
 
@@ -345,3 +367,5 @@ class AlertDesk:
             self.remediator.approve(action_id, by, now_ms)
         else:
             self.remediator.reject(action_id, by, now_ms)
+        if self.lifecycle is not None:
+            self.lifecycle.save()

@@ -190,7 +190,11 @@ def create_app(
         if engine.data_dir is not None
         else None
     )
-    desk = AlertDesk(routing, hooks, audit, engine.config.approval_severity)
+    hooks = list(hooks)
+    # without routing or hooks given here, the desk runs the engine's alert
+    # lifecycle: routing, receivers and remediation from the config, state on disk
+    flow = engine.alert_flow if routing is None and not hooks else None
+    desk = AlertDesk(routing, hooks, audit, engine.config.approval_severity, lifecycle=flow)
     desk.acks = engine.escalator.acks  # acknowledgements persist with the engine
     state = ServerState(
         engine,
@@ -201,6 +205,8 @@ def create_app(
         desk,
         clock,
     )
+    if flow is not None:
+        state.lock = engine._lock  # the live pipeline steps the same router on its thread
     with state.lock:
         rng = engine.hot.time_range()
     if rng is not None:
