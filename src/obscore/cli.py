@@ -364,8 +364,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if not args.json:
                 result.pop("per_case")
         elif args.dataset == "smd":
-            print("obscore eval rca --dataset smd is not built yet (issue #7)", file=sys.stderr)
-            return 2
+            from obscore.diagnose.evaluate import evaluate_smd_rca
+
+            result = evaluate_smd_rca(args.path)
+            if not args.json:
+                result.pop("per_segment")
         else:
             from obscore.diagnose.evaluate import evaluate_rca
 

@@ -877,29 +877,63 @@ class Engine:
         return list(self.alert_book.alerts)
 
     def diagnose(self, incident: Incident) -> Diagnosis:
+        """Rank the candidate causes of ``incident`` by posterior probability.
+
+        With a data directory, past diagnosed incidents in
+        ``incidents.jsonl`` whose symptoms match this one are evidence for
+        their cause, and this diagnosis is recorded there in turn (see
+        :mod:`obscore.diagnose.history`).
+        """
         if self.last_result is None:
             raise RuntimeError("run the pipeline before diagnosing an incident")
         cfg = self.config
-        return diagnose(
+        dependencies = self.catalogue.dependencies() or None
+        changes = {
+            name: [
+                str(e)
+                for e in self.catalogue.events_before(
+                    incident.start_ms, self.change_lookback_ms, [name]
+                )
+            ]
+            for name in self.catalogue.services
+        }
+        history = self.incident_history
+        past: list[tuple[str, str, float]] = []
+        symptoms: dict[str, dict[str, float]] = {}
+        if history is not None:
+            from obscore.diagnose.history import incident_key, incident_symptoms
+
+            symptoms = incident_symptoms(incident, self.last_result.signals, dependencies, changes)
+            past = history.evidence(symptoms, exclude=incident_key(incident))
+        diag = diagnose(
             incident,
             self.last_result.signals,
-            self.catalogue.dependencies() or None,
+            dependencies,
             correlation_window_ms=cfg.correlation_window_ms,
             min_correlation=cfg.min_correlation,
             granger_alpha=cfg.granger_alpha,
             granger_maxlag=cfg.granger_maxlag,
             patterns=self.patterns,
-            changes={
-                name: [
-                    str(e)
-                    for e in self.catalogue.events_before(
-                        incident.start_ms, self.change_lookback_ms, [name]
-                    )
-                ]
-                for name in self.catalogue.services
-            },
+            changes=changes,
             pattern_similarity=cfg.pattern_similarity,
+            history=past,
         )
+        if history is not None:
+            from obscore.diagnose.history import record_diagnosis
+
+            record_diagnosis(history, incident, diag, symptoms)
+        return diag
+
+    @property
+    def incident_history(self):
+        """The :class:`~obscore.diagnose.history.IncidentHistory` of the data directory, or None."""
+        if self.data_dir is None:
+            return None
+        if getattr(self, "_incident_history", None) is None:
+            from obscore.diagnose.history import IncidentHistory
+
+            self._incident_history = IncidentHistory(self.data_dir / "incidents.jsonl")
+        return self._incident_history
 
     # --- continuous operation ----------------------------------------------------
 

@@ -30,3 +30,11 @@ def test_runbook_runs_without_approval_at_low_severity_and_refuses_when_unsure()
     assert "runs without approval" in write_runbook(_incident(), _diag(0.9), severity=0.5)
     unsure = write_runbook(_incident(), _diag(0.6), severity=0.5)
     assert "No automated action proposed: the top cause's confidence 0.60 is below 0.8" in unsure
+
+
+def test_runbook_gives_the_probability_that_none_is_the_cause():
+    d = _diag(0.3)
+    d.confidence_none = 0.65
+    text = write_runbook(_incident(), d, severity=0.5)
+    assert "Probability that none of these is the cause: 0.65." in text
+    assert "No automated action proposed: the top cause's confidence 0.30 is below 0.8" in text

@@ -420,3 +420,176 @@ def evaluate_rca(
     cases = read_cases(path, dataset)
     noissue = read_petshop_noissue(path) if dataset == "petshop" else []
     return evaluate_cases(cases, dataset, noissue, config)
+
+
+@dataclass(frozen=True, slots=True)
+class SmdSegment:
+    """One labelled anomaly of an SMD machine and how its dimensions were ranked.
+
+    ``start`` and ``end`` are 0-based inclusive test-row indices; ``dims``
+    the 1-based dimensions of ``interpretation_label/``; ``hit100`` and
+    ``hit150`` the HitRate of this segment.
+    """
+
+    machine: str
+    start: int
+    end: int
+    dims: list[int]
+    top: list[int]
+    hit100: float
+    hit150: float
+
+
+def rank_dimensions(train: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Dimensions of a multivariate segment, most deviating first.
+
+    The score of dimension *j* is the largest ``|x - median_j| / sd_j`` over
+    the segment's rows, with the median and standard deviation of the
+    training (normal) data; ``sd_j`` is at least 1e-3 (the data are scaled
+    to [0, 1], and a dimension constant in training would otherwise divide
+    by zero).  Non-finite values score 0.
+
+    Parameters
+    ----------
+    train : ndarray, shape (n_train, n_dims)
+    segment : ndarray, shape (n_rows, n_dims)
+
+    Returns
+    -------
+    ndarray of int64
+        0-based dimension indices, best first (ties in index order).
+
+    Raises
+    ------
+    ValueError
+        If the shapes disagree or either table is empty.
+    """
+    train = np.asarray(train, dtype=float)
+    segment = np.asarray(segment, dtype=float)
+    if train.ndim != 2 or segment.ndim != 2 or train.shape[1] != segment.shape[1]:
+        raise ValueError(
+            f"train and segment must be 2-d with the same columns, got {train.shape} and {segment.shape}"
+        )
+    if len(train) == 0 or len(segment) == 0:
+        raise ValueError(f"train and segment must have rows, got {len(train)} and {len(segment)}")
+    with warnings_ignored():
+        med = np.nanmedian(train, axis=0)
+        sd = np.fmax(np.nan_to_num(np.nanstd(train, axis=0)), 1e-3)
+        z = np.abs(segment - med) / sd
+    score = np.nanmax(np.where(np.isfinite(z), z, np.nan), axis=0) if np.isfinite(z).any() else np.zeros(z.shape[1])
+    score = np.nan_to_num(score, nan=0.0)
+    return np.argsort(-score, kind="stable").astype(np.int64)
+
+
+def hit_rate(ranked: Sequence[int], truth: Sequence[int], percent: float) -> float:
+    """HitRate@P%: the share of ``truth`` among the first ``floor(P% * |truth|)`` of ``ranked``.
+
+    Raises
+    ------
+    ValueError
+        If ``truth`` is empty or ``percent`` is not positive.
+    """
+    if not truth:
+        raise ValueError("truth must name at least one dimension")
+    if percent <= 0:
+        raise ValueError(f"percent must be positive, got {percent!r}")
+    k = int(np.floor(percent / 100.0 * len(truth) + 1e-9))
+    return len(set(ranked[:k]) & set(truth)) / len(set(truth))
+
+
+def read_interpretation_labels(path: str | Path) -> list[tuple[int, int, list[int]]]:
+    """``start-end:d1,d2,...`` lines as (start, end, 1-based dims).
+
+    Raises
+    ------
+    ValueError
+        Naming the file and line of a malformed entry.
+    """
+    out = []
+    text = Path(path).read_text(encoding="utf-8")
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            span, dims = line.strip().split(":")
+            start, end = (int(v) for v in span.split("-"))
+            out.append((start, end, [int(d) for d in dims.split(",") if d.strip()]))
+        except ValueError:
+            raise ValueError(f"{path}, line {n}: expected 'start-end:d1,d2,...', got {line.strip()!r}") from None
+    return out
+
+
+def evaluate_smd_rca(path: str | Path, machines: Sequence[str] | None = None) -> dict[str, Any]:
+    """HitRate@100% and @150% of :func:`rank_dimensions` on SMD's interpretation labels.
+
+    Parameters
+    ----------
+    path : str or Path
+        An SMD folder: ``train/<m>.txt``, ``test/<m>.txt`` and
+        ``interpretation_label/<m>.txt`` (the row ranges are read as 0-based
+        inclusive test rows).
+    machines : sequence of str, optional
+        Machine names; by default every machine with all three files.
+
+    Returns
+    -------
+    dict
+        ``hitrate@100%`` and ``hitrate@150%`` averaged over all segments,
+        the same per machine, and the per-segment rows.
+
+    Raises
+    ------
+    FileNotFoundError
+        If no machine has the three files.
+    """
+    root = Path(path)
+    if machines is None:
+        machines = sorted(
+            p.stem for p in (root / "interpretation_label").glob("*.txt")
+            if (root / "train" / p.name).is_file() and (root / "test" / p.name).is_file()
+        )
+    if not machines:
+        raise FileNotFoundError(f"no machine with train/, test/ and interpretation_label/ files under {str(root)!r}")
+    segments: list[SmdSegment] = []
+    per_machine = {}
+    for m in machines:
+        train = np.loadtxt(root / "train" / f"{m}.txt", delimiter=",", ndmin=2)
+        test = np.loadtxt(root / "test" / f"{m}.txt", delimiter=",", ndmin=2)
+        mine = []
+        for start, end, dims in read_interpretation_labels(root / "interpretation_label" / f"{m}.txt"):
+            if not 0 <= start <= end < len(test):
+                logger.warning("smd %s: segment %d-%d outside the %d test rows, skipped", m, start, end, len(test))
+                continue
+            order = [int(d) + 1 for d in rank_dimensions(train, test[start : end + 1])]
+            mine.append(SmdSegment(m, start, end, dims, order[:10], hit_rate(order, dims, 100), hit_rate(order, dims, 150)))
+        segments += mine
+        per_machine[m] = {
+            "segments": len(mine),
+            "hitrate@100%": float(np.mean([s.hit100 for s in mine])) if mine else float("nan"),
+            "hitrate@150%": float(np.mean([s.hit150 for s in mine])) if mine else float("nan"),
+        }
+    return {
+        "dataset": "smd",
+        "segments": len(segments),
+        "hitrate@100%": float(np.mean([s.hit100 for s in segments])) if segments else float("nan"),
+        "hitrate@150%": float(np.mean([s.hit150 for s in segments])) if segments else float("nan"),
+        "machines": per_machine,
+        "per_segment": [asdict(s) for s in segments],
+    }
+
+
+class warnings_ignored:
+    """Silence RuntimeWarnings of all-NaN columns (they score 0)."""
+
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+        self._err = np.seterr(all="ignore")
+        return self
+
+    def __exit__(self, *exc):
+        np.seterr(**self._err)
+        return self._ctx.__exit__(*exc)

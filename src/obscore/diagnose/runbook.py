@@ -54,6 +54,9 @@ def write_runbook(
         ev = ", ".join(f"{k} {v:.2f}" for k, v in c.evidence.items())
         pat = f"{c.pattern} ({c.similarity:.2f})" if c.pattern else f"none (best {c.similarity:.2f})"
         lines.append(f"| {r} | {c.service} | {c.metric} | {c.confidence:.2f} | {pat} | {ev} |")
+    none = getattr(diagnosis, "confidence_none", 0.0)
+    if none > 0:
+        lines += ["", f"Probability that none of these is the cause: {none:.2f}."]
     lines += ["", "## Resolution", ""]
     best = cands[0] if cands else None
     if best is not None and best.steps:

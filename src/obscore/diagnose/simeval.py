@@ -68,8 +68,10 @@ def evaluate_sim(
     dict
         ``service`` and ``metric`` AC@1, AC@3, Avg@5; detection rate; the
         chance level for a service (1 / services) and for a metric;
-        calibration (share right among diagnoses with confidence >= 0.8) and
-        the per-case rows.
+        calibration (share right among diagnoses with confidence >= 0.8; on
+        the pipeline's incidents that overlap no injected incident, i.e.
+        false alarms in normal periods, how many there were, the largest
+        top confidence and how many reached 0.8) and the per-case rows.
     """
     from obscore.catalogue import from_platform
     from obscore.engine import Engine
@@ -77,6 +79,7 @@ def evaluate_sim(
 
     platform = default_platform()
     cases: list[CaseResult] = []
+    normal: list[float] = []  # top confidence on incidents that overlap no injected one
     run = 0
     while len(cases) < n_incidents:
         run_seed = seed * 1000 + run
@@ -104,6 +107,10 @@ def evaluate_sim(
                     bool(top and top.service == truth.service),
                 )
             )
+        for inc in result.incidents:
+            if not any(inc.start_ms <= t.end_ms and t.start_ms <= inc.end_ms for t in sim.incidents):
+                top = engine.diagnose(inc).top
+                normal.append(top.confidence if top is not None else 0.0)
         if progress is not None:
             progress(len(sim.incidents))
         run += 1
@@ -130,6 +137,9 @@ def evaluate_sim(
         "calibration": {
             "confident": len(sure),
             "confident_right": float(np.mean([c.top_is_right for c in sure])) if sure else float("nan"),
+            "normal_incidents": len(normal),
+            "normal_max_confidence": max(normal, default=float("nan")),
+            "normal_confident": sum(c >= 0.8 for c in normal),
         },
         "by_kind": by_kind,
         "per_case": [
