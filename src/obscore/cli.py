@@ -26,7 +26,7 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> bool:
 def cmd_demo(args: argparse.Namespace) -> int:
     from obscore.catalogue import from_platform
     from obscore.engine import Engine
-    from obscore.report import write_demo_report
+    from obscore.report import write_demo_report, write_html_report
     from obscore.sim import simulate
 
     t0 = time.perf_counter()
@@ -56,6 +56,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = write_demo_report(
         out_dir, sim, result, matches, alerts, engine.alert_book.folded, engine.catalogue.dependencies()
     )
+    html = write_html_report(engine, out_dir, sim.start_ms, sim.end_ms)
     steps.update()
     steps.close()
 
@@ -88,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print()
     _print_dedup_comparison(engine, result, matches)
     print(f"Detected {detected} of {len(matches)} injected incidents; true cause service ranked first for {first} of {len(matches)}.")
-    print(f"Report: {report}  ({time.perf_counter() - t0:.1f} s)")
+    print(f"Report: {report}, {html}  ({time.perf_counter() - t0:.1f} s)")
     return 0
 
 
@@ -484,6 +485,37 @@ def cmd_event(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Run the pipeline over a stored range and write the dashboard as static HTML."""
+    from obscore.engine import Engine
+    from obscore.errors import ObscoreError
+    from obscore.report import write_html_report
+
+    try:
+        start, end = _parse_when(args.from_), _parse_when(args.to)
+        engine = Engine(args.data, config=args.config)
+    except (ObscoreError, ValueError) as exc:
+        print(f"obscore report: {exc}", file=sys.stderr)
+        return 2
+    try:
+        rng = engine.hot.time_range()
+        if rng is None:
+            print(f"obscore report: no samples in {args.data}", file=sys.stderr)
+            return 2
+        start = rng[0] if start is None else start
+        end = rng[1] if end is None else end
+        if end <= start:
+            print(f"obscore report: --to {_when(end)} is not after --from {_when(start)}", file=sys.stderr)
+            return 2
+        result = engine.run_pipeline(start, end)
+        path = write_html_report(engine, Path(args.out), start, end)
+    finally:
+        engine.close()
+    print(f"obscore report: {_when(start)} to {_when(end)} UTC, {len(result.anomalies)} anomalies, "
+          f"{len(result.incidents)} incidents, {len(engine.alerts())} alerts -> {path}")
+    return 0
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run the pipeline as one batch over a stored range and print what it found."""
     import json
@@ -588,6 +620,14 @@ def _add_pipeline_commands(sub) -> None:
     rep.add_argument("--to", default=None, help="end: unix seconds or ISO 8601 (default: newest sample)")
     rep.add_argument("--json", action="store_true", help="print anomalies, incidents and alerts as JSON")
     rep.set_defaults(func=cmd_replay)
+
+    rpt = sub.add_parser("report", help="write the dashboard's pages over a stored range as static HTML")
+    rpt.add_argument("--data", default="obscore-data", help="data directory (default obscore-data)")
+    rpt.add_argument("--config", default=None, help="obscore.toml to use")
+    rpt.add_argument("--from", dest="from_", default=None, help="start: unix seconds or ISO 8601 (default: oldest sample)")
+    rpt.add_argument("--to", default=None, help="end: unix seconds or ISO 8601 (default: newest sample)")
+    rpt.add_argument("--out", default="obscore-report", help="folder for report.html (default obscore-report)")
+    rpt.set_defaults(func=cmd_report)
 
     ack = sub.add_parser("ack", help="acknowledge an alert: stop its escalation")
     ack.add_argument("fingerprint", help="the alert's fingerprint (a unique prefix will do)")

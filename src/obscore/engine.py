@@ -1110,10 +1110,24 @@ class Engine:
                     self.tick(clock())
                 except Exception:
                     logger.exception("pipeline tick failed; the next tick tries again")
+                try:
+                    self._compact_if_due(_now_ms())
+                except Exception:
+                    logger.exception("compaction failed; the next tick tries again")
 
         self._ticker = threading.Thread(target=loop, name="obscore-pipeline", daemon=True)
         self._ticker.start()
         logger.info("pipeline started: every %.3g s", interval_s)
+
+    @property
+    def is_live(self) -> bool:
+        """Whether the background pipeline of :meth:`start` is running."""
+        return self._ticker is not None and self._ticker.is_alive()
+
+    @property
+    def pipeline_cursor_ms(self) -> int | None:
+        """The last grid point the live pipeline evaluated (None before its first tick)."""
+        return None if self._runner is None else self._runner.cursor_ms
 
     def stop(self) -> None:
         """Stop the background pipeline (if running) and save its state in the data directory."""

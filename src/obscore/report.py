@@ -1,11 +1,17 @@
-"""Reports: Markdown with PNG plots of the affected signals, alerts marked."""
+"""Reports: Markdown with PNG plots of the affected signals, alerts marked,
+and the dashboard's pages frozen into one self-contained HTML file.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import numpy as np
 
@@ -141,3 +147,167 @@ def write_demo_report(
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     logger.info("report written: %s", path)
     return path
+
+
+# --- the dashboard as a static HTML report ------------------------------------------
+
+_STEPS_S = (60, 300, 3600)  # the resolutions of the service charts: 1m, 5m, 1h
+
+
+def write_html_report(
+    engine, out_dir: Path, start_ms: int, end_ms: int, name: str = "report.html"
+) -> Path:
+    """Write the dashboard's pages over ``[start_ms, end_ms]`` as one HTML file.
+
+    The file holds the dashboard's own script and style sheet and every API
+    answer its pages read (overview, each service's charts at 1m, 5m and
+    1h, alerts, incidents with their diagnosis, evidence charts and
+    runbook), so it opens in a browser without a server or network access
+    and shows the same charts as ``obscore serve``.
+
+    Parameters
+    ----------
+    engine : Engine
+        An engine whose pipeline has run over the range (``last_result``).
+    out_dir : Path
+        Created if missing.
+    start_ms, end_ms : int
+        The range of the report, ms since the epoch.
+    name : str
+        File name inside ``out_dir``.
+
+    Returns
+    -------
+    Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        When ``end_ms`` is not after ``start_ms``.
+    """
+    from obscore.server.app import STATIC_DIR, create_app
+
+    if end_ms <= start_ms:
+        raise ValueError(f"report range: end {end_ms} is not after start {start_ms}")
+    app = create_app(engine, clock=lambda: end_ms)
+    app.state.obscore.ready.set()
+    answers = asyncio.run(_collect(app, int(start_ms), int(end_ms)))
+    data = {
+        "start_ms": int(start_ms),
+        "end_ms": int(end_ms),
+        "written": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "answers": answers,
+    }
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    css = (STATIC_DIR / "style.css").read_text(encoding="utf-8")
+    js = (STATIC_DIR / "app.js").read_text(encoding="utf-8")
+    blob = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    inline = {
+        '<link rel="stylesheet" href="/static/style.css">': f"<style>\n{css}</style>",
+        '<script src="/static/app.js" defer></script>': (
+            f'<script id="report-data" type="application/json">{_script_safe(blob)}</script>\n'
+            f"<script>\n{_script_safe(js)}</script>"
+        ),
+        "<title>obscore</title>": f"<title>obscore report {_when(start_ms)} to {_when(end_ms)} UTC</title>",
+    }
+    for old, new in inline.items():
+        if old not in page:
+            raise RuntimeError(f"index.html no longer contains {old!r}; update write_html_report")
+        page = page.replace(old, new)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    path.write_text(page, encoding="utf-8")
+    logger.info("HTML report written: %s (%d answers, %d bytes)", path, len(answers), len(page))
+    return path
+
+
+def _script_safe(text: str) -> str:
+    # inside <script>, only "</" (as in "</script>") and "<!--" end or bend the element
+    # (both escapes mean the same inside a JSON or JavaScript string)
+    return text.replace("</", "<\\/").replace("<!--", "\\u003c!--")
+
+
+def _key(path: str, params: Mapping[str, str]) -> str:
+    """The key app.js looks an answer up by (``reportKey`` there)."""
+    return json.dumps([path, sorted([k, str(v)] for k, v in params.items())], separators=(",", ":"), ensure_ascii=False)
+
+
+async def _collect(app, start_ms: int, end_ms: int) -> dict[str, Any]:
+    """Ask ``app`` every question the dashboard's pages ask over the range."""
+    answers: dict[str, Any] = {}
+
+    async def get(path: str, params: Mapping[str, str] | None = None) -> Any:
+        params = dict(params or {})
+        key = _key(path, params)
+        if key not in answers:
+            answers[key] = await _asgi_get(app, path, params)
+        return answers[key]
+
+    rng = {"start": f"{start_ms / 1000:.3f}", "end": f"{end_ms / 1000:.3f}"}
+    await get("/api/v1/obscore/status")
+    overview = await get("/api/v1/obscore/overview", rng)
+    incidents = await get("/api/v1/obscore/incidents", rng)
+    for service in overview["services"]:
+        for step_s in _STEPS_S:
+            step = f"{step_s}s"
+            info = await get(f"/api/v1/obscore/services/{_component(service)}", {**rng, "step": step})
+            for chart in info["charts"]:
+                await get("/api/v1/query_range", {"query": chart["query"], **rng, "step": step})
+    await get("/api/v2/alerts", {"resolved": "true"})
+    await get("/api/v2/alerts/groups")
+    await get("/api/v2/silences")
+    for item in incidents:
+        inc = await get(f"/api/v1/obscore/incidents/{item['id']}")
+        ev = inc["evidence"]
+        window = {
+            "start": f"{ev['start_ms'] / 1000:.3f}",
+            "end": f"{ev['end_ms'] / 1000:.3f}",
+            "step": f"{ev['step_ms'] // 1000}s",
+        }
+        for chart in ev["charts"]:
+            await get("/api/v1/query_range", {"query": chart["query"], **window})
+    return answers
+
+
+def _component(text: str) -> str:
+    # as JavaScript's encodeURIComponent
+    return quote(text, safe="!'()*~")
+
+
+async def _asgi_get(app, path: str, params: Mapping[str, str]) -> Any:
+    """GET ``path`` from an ASGI application in this process; the parsed JSON answer."""
+    from urllib.parse import unquote
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": unquote(path),
+        "raw_path": path.encode(),
+        "query_string": urlencode(params).encode(),
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"accept", b"application/json")],
+        "client": ("127.0.0.1", 0),
+        "server": ("127.0.0.1", 80),
+    }
+    status = 0
+    body: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body":
+            body.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    answer = json.loads(b"".join(body) or b"null")
+    if status != 200:
+        raise RuntimeError(f"report: GET {path} answered {status}: {answer}")
+    return answer

@@ -33,6 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from obscore.alert import RemediationHook
 from obscore.alert.route import parse_matchers
+from obscore.diagnose.runbook import write_runbook
 from obscore.engine import Engine
 from obscore.errors import (
     ConfigError,
@@ -741,14 +742,15 @@ class _Handlers:
                 res = e.ingest_exposition(body, format=fmt, ts_ms=now, declare=True)
             else:
                 res = e.ingest_exposition(body, format=fmt, ts_ms=now)
-            return res
+            # lines may carry their own timestamps: the store knows the range
+            return res, e.hot.time_range() if res.stored else None
 
         try:
-            res = await _locked(self.s, run)
+            res, rng = await _locked(self.s, run)
         except (UnknownMetricError, ObscoreError, ValueError) as exc:
             raise ApiError(400, "bad_data", str(exc)) from None
-        if res.stored:
-            self.s.saw(now, now)
+        if rng is not None:
+            self.s.saw(*rng)
         return JSONResponse(_ingest_json(res))
 
     async def import_arrow(self, request: Request) -> Response:
@@ -1162,12 +1164,15 @@ class _Handlers:
                 "samples": s.engine.hot.samples_stored,
                 "token_required": s.token is not None,
                 "max_series": s.max_series,
+                "alerts": len(s.engine.alert_book.alerts),
                 "pipeline": None
                 if res is None
                 else {
                     "ran_ms": s.last_pipeline_ms,
                     "anomalies": len(res.anomalies),
                     "incidents": len(res.incidents),
+                    "live": s.engine.is_live,
+                    "cursor_ms": s.engine.pipeline_cursor_ms,
                 },
             }
         )
@@ -1316,16 +1321,28 @@ class _Handlers:
         iid = request.path_params["iid"]
 
         def run():
-            cached = self.s.diagnoses.get(iid)
-            if cached is not None:
-                return cached
             res = self.s.engine.last_result
             inc = next((i for i in (res.incidents if res else ()) if i.id == iid), None)
             if inc is None:
                 raise ApiError(
                     404, "not_found", f"no incident {iid} in the last pipeline run"
                 )
+            cached = self.s.diagnoses.get(iid)
+            # a live pipeline grows incidents: a changed one is diagnosed again
+            if cached is not None and cached["version"] == _incident_version(inc):
+                return cached
             diag = self.s.engine.diagnose(inc)
+            _sync_alerts(self.s)
+            now = self.s.clock()
+            alerts = [
+                self.s.desk.gettable(rec, now)
+                for rec in self.s.desk.records.values()
+                if rec.annotations.get("incident_id") == str(inc.id)
+            ]
+            severity = max(
+                (float(a["annotations"].get("severity", 0) or 0) for a in alerts),
+                default=0.0,
+            )
             out = {
                 "id": inc.id,
                 "start_ms": inc.start_ms,
@@ -1358,6 +1375,17 @@ class _Handlers:
                         for c in diag.candidates
                     ],
                 },
+                "version": _incident_version(inc),
+                "alerts": alerts,
+                "evidence": _evidence(self.s.engine, inc, diag),
+                "runbook": write_runbook(
+                    inc,
+                    diag,
+                    signals=res.signals,
+                    dependencies=self.s.engine.catalogue.dependencies() or None,
+                    severity=severity,
+                    approval_severity=self.s.engine.config.approval_severity,
+                ),
             }
             self.s.diagnoses[iid] = out
             return out
@@ -1408,6 +1436,56 @@ def _chart(metric: str, service: str, step_ms: int) -> dict[str, str]:
         ),
     }
     query, title = queries[metric]
+    return {"metric": metric, "title": title, "query": query}
+
+
+def _incident_version(inc: Any) -> list[int]:
+    return [inc.start_ms, inc.end_ms, len(inc.anomalies)]
+
+
+def _evidence(engine: Engine, inc: Any, diag: Any, limit: int = 4) -> dict[str, Any]:
+    """The charts of an incident page: its top causes' and strongest signals.
+
+    The window runs from an hour before the incident to an hour after it
+    (at most to the newest sample); the step keeps a chart near 200 points.
+    """
+    specs = engine.config.metrics
+    pairs: list[tuple[str, str]] = []
+    ranked = sorted(inc.anomalies, key=lambda a: -float(np.nan_to_num(abs(a.peak_z))))
+    candidates = [(c.service, c.metric) for c in diag.candidates[:2]]
+    for service, metric in candidates + [(a.service, a.metric) for a in ranked]:
+        known = metric in _DASHBOARD_METRICS or (
+            metric in specs and not specs[metric].is_histogram
+        )
+        if service and known and metric in specs and (service, metric) not in pairs:
+            pairs.append((service, metric))
+    rng = engine.hot.time_range()
+    end = inc.end_ms + 3_600_000
+    if rng is not None:
+        end = max(min(end, rng[1]), inc.end_ms)
+    start = inc.start_ms - 3_600_000
+    step = max(60_000, (end - start) // 200 // 60_000 * 60_000)
+    charts = []
+    for service, metric in pairs[:limit]:
+        chart = (
+            _chart(metric, service, step)
+            if metric in _DASHBOARD_METRICS
+            else _plain_chart(metric, service, step, specs[metric].is_counter)
+        )
+        charts.append({**chart, "service": service})
+    return {"start_ms": start, "end_ms": end, "step_ms": step, "charts": charts}
+
+
+def _plain_chart(metric: str, service: str, step_ms: int, is_counter: bool) -> dict[str, str]:
+    """A chart of a metric outside the dashboard's defaults, per region."""
+    sel = f'{{service="{_escape(service)}"}}'
+    w = f"{max(step_ms, 60_000) // 1000}s"
+    if is_counter:
+        query = f"sum by (region) (rate({metric}{sel}[{w}]))"
+        title = f"{metric} per second"
+    else:
+        query = f"max by (region) (max_over_time({metric}{sel}[{w}]))"
+        title = metric
     return {"metric": metric, "title": title, "query": query}
 
 

@@ -1,8 +1,13 @@
 // obscore dashboard: plain JavaScript, no dependencies, no build step.
-// Pages are hash routes; every page reads the JSON API and re-renders on a timer.
+// Pages are hash routes; every page reads the JSON API.  While the server
+// runs, the status is polled every few seconds and the page re-renders as
+// soon as new samples, anomalies, incidents or alerts arrive.  The same code
+// renders a static report: the page then carries the API answers it needs
+// in a <script id="report-data"> and never touches the network.
 "use strict";
 
-const REFRESH_MS = 30000;
+const POLL_MS = 3000;        // how often the status is polled for changes
+const REFRESH_MS = 60000;    // re-render at least this often
 const REGION_COLOURS = ["#2f6fde", "#8e44ad", "#16a085", "#d35400", "#7f8c8d", "#c0392b"];
 const SVG_NS = "http://www.w3.org/2000/svg";
 
@@ -11,6 +16,10 @@ const ui = {
   step: "1m",            // resolution of the service charts
   timer: null,
   rendering: 0,
+  busy: false,           // a render is in flight
+  seen: "",              // what the shown page was rendered from (see statusKey)
+  renderedAt: 0,
+  report: null,          // the embedded answers of a static report, else null
 };
 
 // --- small helpers ------------------------------------------------------------
@@ -72,7 +81,19 @@ function parseTime(text) { return Date.parse(text); }
 
 function token() { return document.getElementById("token").value.trim(); }
 
+// The key of an API answer inside a static report (written by obscore.report).
+function reportKey(path, params) {
+  const pairs = Object.entries(params || {}).map(([k, v]) => [k, String(v)]);
+  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return JSON.stringify([path, pairs]);
+}
+
 async function api(path, params) {
+  if (ui.report) {
+    const key = reportKey(path, params);
+    if (!(key in ui.report.answers)) throw new Error(`not in this report: ${path}`);
+    return ui.report.answers[key];
+  }
   const url = new URL(path, window.location.origin);
   for (const [k, v] of Object.entries(params || {})) url.searchParams.set(k, v);
   const res = await fetch(url, { headers: { Accept: "application/json" } });
@@ -85,6 +106,7 @@ async function api(path, params) {
 }
 
 async function write(path, method, body) {
+  if (ui.report) throw new Error("a static report cannot change anything");
   const headers = { "Content-Type": "application/json" };
   if (token()) headers.Authorization = `Bearer ${token()}`;
   const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -98,6 +120,7 @@ async function write(path, method, body) {
 
 // The selected time range, relative to the newest stored sample.
 function timeRange() {
+  if (ui.report) return { start: ui.report.start_ms, end: ui.report.end_ms };
   const choice = document.getElementById("range").value;
   const end = (ui.status && ui.status.data_end_ms) || Date.now();
   if (choice === "custom") {
@@ -231,8 +254,9 @@ function chart(spec, result, info, r) {
     const t = r.start + f * (r.end - r.start);
     root.append(svg("text", { x: x(t), y: H - 8, "text-anchor": f === 0 ? "start" : f === 1 ? "end" : "middle" }, fmtClock(t)));
   }
-  // anomalies of this metric: shaded spans with a dot at the peak
-  for (const a of info.anomalies.filter((a) => a.metric === spec.metric)) {
+  // anomalies of this metric (and service, on an incident's evidence charts)
+  const ofService = (labels) => !spec.service || !labels || (labels.service || "") === spec.service;
+  for (const a of info.anomalies.filter((a) => a.metric === spec.metric && ofService(a.labels))) {
     const x0 = Math.max(x(a.start_ms), L), x1 = Math.min(x(a.end_ms), W - R);
     const rect = svg("rect", {
       class: "anomaly-mark", x: x0, y: T, width: Math.max(x1 - x0, 3), height: H - T - B,
@@ -241,7 +265,7 @@ function chart(spec, result, info, r) {
     root.append(rect);
   }
   // alert spans of this metric, as a strip along the top
-  for (const al of info.alerts.filter((al) => al.labels.alertname === `${spec.metric}_anomaly`)) {
+  for (const al of info.alerts.filter((al) => al.labels.alertname === `${spec.metric}_anomaly` && ofService(al.labels))) {
     const s = parseTime(al.startsAt), e = parseTime(al.endsAt);
     const x0 = Math.max(x(s), L), x1 = Math.min(x(Math.min(e, r.end)), W - R);
     if (x1 < L || x0 > W - R) continue;
@@ -264,7 +288,7 @@ function chart(spec, result, info, r) {
     sw.style.background = REGION_COLOURS[i % REGION_COLOURS.length];
     return el("span", {}, sw, s.label);
   }));
-  return el("div", { class: "panel chart", "data-metric": spec.metric },
+  return el("div", { class: "panel chart", "data-metric": spec.metric, "data-service": spec.service || null },
     el("h3", {}, spec.title), root, legend, el("code", { class: "muted" }, spec.query));
 }
 
@@ -293,17 +317,18 @@ async function renderAlerts(view) {
     const ack = a.annotations.acknowledged_by ? `acked by ${a.annotations.acknowledged_by}` : "";
     return el("tr", { "data-fingerprint": a.fingerprint, "data-state": a.status.state },
       el("td", {}, el("span", { class: `state ${a.status.state}` }, a.status.state)),
-      el("td", {}, bar, sev.toFixed(2)),
+      el("td", { class: "nowrap" }, bar, sev.toFixed(2)),
       el("td", {}, a.labels.alertname, el("br"), el("small", { class: "muted" }, a.annotations.summary || "")),
       el("td", {}, a.labels.service || "–"),
-      el("td", {}, a.labels.region || "–"),
+      el("td", { class: "nowrap" }, a.labels.region || "–"),
       el("td", {}, groupOf.get(a.fingerprint) || "–"),
-      el("td", {}, fmtTime(parseTime(a.startsAt))),
-      el("td", {}, a.status.state === "resolved" ? fmtTime(parseTime(a.endsAt)) : "firing"),
+      el("td", { class: "nowrap" }, fmtTime(parseTime(a.startsAt))),
+      el("td", { class: "nowrap" }, a.status.state === "resolved" ? fmtTime(parseTime(a.endsAt)) : "firing"),
       el("td", {}, a.annotations.incident_id ? el("a", { href: `#/incident/${a.annotations.incident_id}` }, `#${a.annotations.incident_id}`) : "–"),
-      el("td", {},
-        el("button", { type: "button", class: "silence", onclick: () => silence(a, msg) }, "silence 1h"), " ",
-        el("button", { type: "button", class: "ack", onclick: () => acknowledge(a, msg) }, "ack"),
+      el("td", { class: "nowrap" },
+        ui.report || a.status.state === "resolved" ? null : [
+          el("button", { type: "button", class: "silence", onclick: () => silence(a, msg) }, "silence 1h"), " ",
+          el("button", { type: "button", class: "ack", onclick: () => acknowledge(a, msg) }, "ack")],
         ack ? el("div", { class: "muted" }, ack) : null),
     );
   });
@@ -323,7 +348,7 @@ async function renderAlerts(view) {
       el("td", {}, fmtTime(parseTime(s.endsAt))),
       el("td", {}, s.createdBy),
       el("td", {}, s.comment),
-      el("td", {}, s.status.state === "expired" ? "" : el("button", {
+      el("td", {}, s.status.state === "expired" || ui.report ? "" : el("button", {
         type: "button", onclick: async () => {
           try { await write(`/api/v2/silence/${encodeURIComponent(s.id)}`, "DELETE"); render(); } catch (err) { msg.textContent = err.message; }
         },
@@ -364,7 +389,6 @@ async function renderIncident(view, id) {
   ));
   if (inc.reasons.length) view.append(el("ul", { class: "muted" }, inc.reasons.map((r) => el("li", {}, r))));
   const cands = inc.diagnosis.candidates;
-  const top = cands.find((c) => c.steps.length) || null;
   view.append(el("h2", {}, "Diagnosis: candidate causes"));
   view.append(el("table", { id: "candidates" },
     el("thead", {}, el("tr", {}, ["rank", "service", "metric", "confidence", "pattern", "evidence"].map((h) => el("th", {}, h)))),
@@ -380,8 +404,35 @@ async function renderIncident(view, id) {
         el("td", { class: "chips" }, Object.entries(c.evidence).map(([k, v]) => el("span", {}, `${k} ${fmtNum(v)}`))),
       );
     }))));
+  view.append(el("h2", {}, "Evidence"));
+  const ev = inc.evidence || { charts: [] };
+  if (!ev.charts.length) {
+    view.append(el("p", { class: "muted" }, "No chart for the signals of this incident."));
+  } else {
+    const w = { start: ev.start_ms, end: ev.end_ms };
+    view.append(el("p", { class: "muted" },
+      `${fmtTime(w.start)} – ${fmtTime(w.end)} at ${ev.step_ms / 1000}s steps; red bands: this incident's anomalies, top strip: its alerts`));
+    const box = el("div", { class: "charts", id: "evidence" });
+    view.append(box);
+    const info = { anomalies: inc.anomalies, alerts: inc.alerts || [] };
+    const charts = await Promise.all(ev.charts.map(async (c) => {
+      const spec = { ...c, title: `${c.service || "(no service)"}: ${c.title}` };
+      try {
+        const res = await api("/api/v1/query_range", {
+          query: c.query, start: (w.start / 1000).toFixed(3), end: (w.end / 1000).toFixed(3), step: `${ev.step_ms / 1000}s`,
+        });
+        return chart(spec, res.data.result, info, w);
+      } catch (err) {
+        return el("div", { class: "panel chart" }, el("h3", {}, spec.title), problem(err));
+      }
+    }));
+    box.append(...charts);
+  }
   view.append(el("h2", {}, "Runbook"));
-  if (top) {
+  const top = cands.find((c) => c.steps.length) || null;
+  if (inc.runbook) {
+    view.append(el("div", { class: "panel markdown", id: "runbook" }, markdown(inc.runbook)));
+  } else if (top) {
     view.append(el("div", { class: "panel", id: "runbook" },
       el("p", {}, `Pattern `, el("strong", {}, top.pattern), ` for ${top.service} / ${top.metric}:`),
       el("ol", { class: "steps" }, top.steps.map((s) => el("li", {}, s)))));
@@ -389,7 +440,7 @@ async function renderIncident(view, id) {
     view.append(el("p", { class: "muted", id: "runbook" }, "No known pattern matched this incident."));
   }
   view.append(el("h2", {}, "Anomalies"));
-  view.append(el("table", {},
+  view.append(el("table", { id: "incident-anomalies" },
     el("thead", {}, el("tr", {}, ["signal", "start", "end", "peak z"].map((h) => el("th", {}, h)))),
     el("tbody", {}, inc.anomalies.map((a) => el("tr", {},
       el("td", {}, a.labels.service ? el("a", { href: `#/service/${encodeURIComponent(a.labels.service)}` }, a.signal) : a.signal),
@@ -397,10 +448,73 @@ async function renderIncident(view, id) {
     )))));
 }
 
+// The Markdown of a runbook as DOM nodes: headings, lists, tables, paragraphs,
+// `code` and **bold**; the text is never parsed as HTML.
+function inline(text) {
+  const out = [];
+  const re = /`([^`]+)`|\*\*([^*]+)\*\*/g;
+  let last = 0, m;
+  while ((m = re.exec(text)) !== null) {
+    if (m.index > last) out.push(text.slice(last, m.index));
+    out.push(m[1] !== undefined ? el("code", {}, m[1]) : el("strong", {}, m[2]));
+    last = re.lastIndex;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
+function markdown(text) {
+  const nodes = [];
+  let list = null, table = null;
+  const close = () => { list = null; table = null; };
+  for (const line of text.split("\n")) {
+    const h = /^(#{1,4})\s+(.*)$/.exec(line);
+    const ul = /^\s*[-*]\s+(.*)$/.exec(line);
+    const ol = /^\s*\d+\.\s+(.*)$/.exec(line);
+    if (h) {
+      close();
+      nodes.push(el(`h${Math.min(h[1].length + 2, 6)}`, {}, inline(h[2])));
+    } else if (ul || ol) {
+      const tag = ul ? "ul" : "ol";
+      if (!list || list.tagName.toLowerCase() !== tag) {
+        table = null;
+        list = el(tag, { class: ol ? "steps" : null });
+        nodes.push(list);
+      }
+      list.append(el("li", {}, inline((ul || ol)[1])));
+    } else if (line.trim().startsWith("|")) {
+      const cells = line.trim().replace(/^\||\|$/g, "").split("|").map((c) => c.trim());
+      if (cells.every((c) => /^:?-+:?$/.test(c))) continue;  // the header rule
+      list = null;
+      if (!table) {
+        table = el("table", {}, el("thead", {}, el("tr", {}, cells.map((c) => el("th", {}, inline(c))))), el("tbody"));
+        nodes.push(table);
+      } else {
+        table.lastChild.append(el("tr", {}, cells.map((c) => el("td", {}, inline(c)))));
+      }
+    } else if (line.trim()) {
+      close();
+      nodes.push(el("p", {}, inline(line)));
+    } else {
+      close();
+    }
+  }
+  return nodes;
+}
+
 // --- routing and refresh ------------------------------------------------------
+
+// What a page depends on: it is re-rendered when any of these change.
+function statusKey(st) {
+  if (!st) return "";
+  const p = st.pipeline || {};
+  return [st.ready, st.data_end_ms, st.samples, st.series, p.ran_ms, p.cursor_ms, p.anomalies,
+    p.incidents, st.alerts].join("|");
+}
 
 async function render() {
   const ticket = ++ui.rendering;
+  ui.busy = true;
   const view = document.getElementById("view");
   const page = document.createElement("div");
   const hash = window.location.hash.replace(/^#/, "") || "/";
@@ -409,9 +523,13 @@ async function render() {
     a.dataset.nav === (parts[0] || "overview")));
   try {
     ui.status = await api("/api/v1/obscore/status");
-    document.getElementById("status").textContent = ui.status.ready
-      ? `${ui.status.series} series, data to ${fmtTime(ui.status.data_end_ms)}`
-      : "loading…";
+    ui.seen = statusKey(ui.status);
+    document.getElementById("status").textContent = !ui.status.ready
+      ? "loading…"
+      : ui.report
+        ? `report: ${ui.status.series} series, ${fmtTime(ui.report.start_ms)} – ${fmtTime(ui.report.end_ms)} UTC`
+        : `${ui.status.series} series, data to ${fmtTime(ui.status.data_end_ms)}` +
+          (ui.status.pipeline && ui.status.pipeline.live ? ", pipeline live" : "");
     if (parts[0] === "service" && parts[1]) await renderService(page, parts[1]);
     else if (parts[0] === "alerts") await renderAlerts(page);
     else if (parts[0] === "incidents") await renderIncidents(page);
@@ -421,18 +539,42 @@ async function render() {
     page.append(problem(err));
   }
   if (ticket !== ui.rendering) return;  // a newer render started meanwhile
+  ui.busy = false;
+  ui.renderedAt = Date.now();
   view.replaceChildren(page);
   view.dataset.page = parts[0] || "overview";
-  view.dataset.loaded = String(Date.now());
-  document.getElementById("updated").textContent = `Updated ${new Date().toISOString().slice(11, 19)} UTC.`;
+  view.dataset.loaded = String(ui.renderedAt);
+  view.dataset.dataEndMs = String((ui.status && ui.status.data_end_ms) || "");
+  document.getElementById("updated").textContent = ui.report
+    ? `Written ${ui.report.written}.`
+    : `Updated ${new Date().toISOString().slice(11, 19)} UTC.`;
+}
+
+// Poll the status; re-render when the data or the pipeline moved on.
+async function poll() {
+  if (ui.busy || document.hidden) return;
+  try {
+    const st = await api("/api/v1/obscore/status");
+    if (statusKey(st) !== ui.seen || Date.now() - ui.renderedAt >= REFRESH_MS) await render();
+  } catch (err) {
+    document.getElementById("status").textContent = `server unreachable: ${err.message}`;
+  }
 }
 
 function schedule() {
   clearInterval(ui.timer);
-  ui.timer = setInterval(render, REFRESH_MS);
+  ui.timer = setInterval(poll, POLL_MS);
 }
 
 function setup() {
+  const data = document.getElementById("report-data");
+  if (data) {
+    ui.report = JSON.parse(data.textContent);
+    document.querySelectorAll(".live-only").forEach((n) => { n.hidden = true; });
+    window.addEventListener("hashchange", render);
+    render();
+    return;
+  }
   const tokenBox = document.getElementById("token");
   tokenBox.value = sessionStorage.getItem("obscore-token") || "";
   tokenBox.addEventListener("change", () => sessionStorage.setItem("obscore-token", tokenBox.value));
