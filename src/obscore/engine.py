@@ -1110,10 +1110,6 @@ class Engine:
                     self.tick(clock())
                 except Exception:
                     logger.exception("pipeline tick failed; the next tick tries again")
-                try:
-                    self._compact_if_due(_now_ms())
-                except Exception:
-                    logger.exception("compaction failed; the next tick tries again")
 
         self._ticker = threading.Thread(target=loop, name="obscore-pipeline", daemon=True)
         self._ticker.start()
