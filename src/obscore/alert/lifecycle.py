@@ -43,6 +43,7 @@ from obscore.alert.notify import (
     Delivery,
     LogNotifier,
     Notifier,
+    NotifyError,
     WebhookNotifier,
 )
 from obscore.alert.remediate import (
@@ -447,6 +448,8 @@ class AlertLifecycle:
         self.flapping: dict[str, int] = {}  # fingerprint -> when it started flapping
         self.flap_silences: dict[str, str] = {}  # fingerprint -> silence id
         self._unmute: list[str] = []  # flapping silences to end after this evaluation
+        self.am_resend_ms = 60_000  # firing alerts go to Alertmanager receivers this often
+        self._am_sent: dict[str, int] = {}
         self.remediated: set[str] = set()  # (rule fp, start) keys already handed to hooks
         self.requests_offset = 0
         self.posted: dict[str, list[Any]] = {}  # pipeline alert fp -> [end_ms, firing] posted
@@ -749,8 +752,33 @@ class AlertLifecycle:
         self.notifications.extend(notes)
         self.delivery.submit(notes, now_ms)
         self.delivery.poll(now_ms)
+        self._refresh_alertmanagers(now_ms)
         self.save()
         return notes
+
+    def _refresh_alertmanagers(self, now_ms: int) -> None:
+        """Post the firing alerts of flushed groups to their Alertmanagers again every ``am_resend_ms``.
+
+        Alertmanager resolves a posted alert without an end after its own
+        ``resolve_timeout`` (5m by default) unless it is posted again, as
+        Prometheus re-posts on every evaluation; notifications alone (every
+        ``repeat_interval``) would come too rarely.
+        """
+        for name, notifier in self.delivery.notifiers.items():  # type: ignore[union-attr]
+            if not isinstance(notifier, AlertmanagerNotifier):
+                continue
+            if now_ms - self._am_sent.get(name, -(1 << 62)) < self.am_resend_ms:
+                continue
+            self._am_sent[name] = now_ms
+            for key, alerts in self.router.groups_of(name):
+                firing = tuple(a for a in alerts if not a.is_resolved_at(now_ms)
+                               and not self.router.is_muted(a.labels, now_ms))
+                if not firing:
+                    continue
+                try:
+                    notifier.send(Notification(name, key, {}, firing, now_ms))
+                except NotifyError as exc:
+                    logger.warning("alertmanager refresh failed: receiver=%s: %s", name, exc)
 
     def _delivered(self, note: Notification) -> None:
         if self.store is not None:  # at once: a crash after a delivery must not resend it

@@ -1195,6 +1195,14 @@ class Router:
         """Every alert the router remembers, resolved ones included."""
         return list(self._alerts.values())
 
+    def groups_of(self, receiver: str) -> list[tuple[str, list[AlertRecord]]]:
+        """The groups routed to ``receiver`` that have flushed at least once, as ``(group_key, alerts)``."""
+        return [
+            (g.key, sorted(g.alerts.values(), key=_ORDER_KEY))
+            for g in self._groups.values()
+            if g.route.receiver == receiver and g.has_flushed
+        ]
+
     def groups(self) -> list[tuple[str, list[AlertRecord]]]:
         """Current aggregation groups as ``(group_key, alerts)``."""
         return [
