@@ -39,7 +39,10 @@ N_SERVICES, N_REGIONS, N_HOSTS = 50, 4, 50
 def _series() -> tuple[SeriesIndex, np.ndarray]:
     index = SeriesIndex()
     ids = [
-        index.add("cpu_usage", {"service": f"svc{s}", "region": f"r{r}", "host": f"h{s}-{r}-{h}"})
+        index.add(
+            "cpu_usage",
+            {"service": f"svc{s}", "region": f"r{r}", "host": f"h{s}-{r}-{h}"},
+        )
         for s in range(N_SERVICES)
         for r in range(N_REGIONS)
         for h in range(N_HOSTS)
@@ -52,8 +55,10 @@ def _warm_engine(index, ids, rng, now_ms: int) -> Engine:
     t0 = now_ms - 3_600_000
     for k in range(360):
         values = 50 + rng.normal(0, 5, len(ids))
-        engine.ingest(sample_table(ids, np.full(len(ids), t0 + k * STEP_MS), values),
-                      index if k == 0 else None)
+        engine.ingest(
+            sample_table(ids, np.full(len(ids), t0 + k * STEP_MS), values),
+            index if k == 0 else None,
+        )
     engine.tick(t0 + 359 * STEP_MS)  # catch up on the hour: not timed
     return engine
 
@@ -82,7 +87,9 @@ def test_live_tick_latency_10k_series_every_10s(benchmark):
             latencies.append(time.perf_counter() - start)
             period += 1
             next_at += STEP_MS / 1000
-        benchmark.extra_info["cpu_share"] = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        benchmark.extra_info["cpu_share"] = (time.process_time() - cpu0) / (
+            time.perf_counter() - wall0
+        )
 
     benchmark.pedantic(live, rounds=1, iterations=1)
     lat = np.array(latencies)

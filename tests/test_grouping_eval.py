@@ -6,9 +6,15 @@ import os
 
 import pytest
 
-from obscore.grouping_eval import attribute, draw_incidents, evaluate_grouping, score_run
+from obscore.grouping_eval import (
+    attribute,
+    draw_incidents,
+    evaluate_grouping,
+    score_run,
+)
 from obscore.model import LabelSet
-from obscore.pipeline import Anomaly, Incident as Found
+from obscore.pipeline import Anomaly
+from obscore.pipeline import Incident as Found
 from obscore.sim import default_platform
 
 M = 60_000
@@ -16,9 +22,21 @@ T0 = 1_767_225_600_000
 
 
 def _a(service, start, region="eu-west"):
-    labels = {"region": region} if service is None else {"service": service, "region": region}
-    return Anomaly(f"x{{{service},{region},{start}}}", "error_rate", LabelSet(labels),
-                   start, start + 5 * M, start, 6.0, 0.6)
+    labels = (
+        {"region": region}
+        if service is None
+        else {"service": service, "region": region}
+    )
+    return Anomaly(
+        f"x{{{service},{region},{start}}}",
+        "error_rate",
+        LabelSet(labels),
+        start,
+        start + 5 * M,
+        start,
+        6.0,
+        0.6,
+    )
 
 
 def test_draw_gives_two_overlapping_incidents_with_different_causes():
@@ -34,8 +52,12 @@ def test_attribution_follows_the_call_graph_and_time():
     first, second, third = draw_incidents(platform, T0, 6, 0)
     cause = _a(first.service, first.start_ms, first.region or "eu-west")
     assert attribute(cause, [first, second, third], platform) == 0
-    assert attribute(_a(first.service, first.start_ms - 30 * M), [first], platform) == -1  # before the cause
-    assert attribute(_a(first.service, first.end_ms + 30 * M), [first], platform) == -1  # long after
+    assert (
+        attribute(_a(first.service, first.start_ms - 30 * M), [first], platform) == -1
+    )  # before the cause
+    assert (
+        attribute(_a(first.service, first.end_ms + 30 * M), [first], platform) == -1
+    )  # long after
 
 
 def test_pairwise_scores_count_noise_as_alone():
@@ -66,7 +88,9 @@ def fifty_runs():
 
 @pytest.mark.slow
 @needs_eval
-def test_grouping_over_50_runs_keeps_recall_and_splits_no_incident_in_more_than_2(fifty_runs):
+def test_grouping_over_50_runs_keeps_recall_and_splits_no_incident_in_more_than_2(
+    fifty_runs,
+):
     # on this tree: recall 0.996 pooled, largest split 2 (148 injected incidents with anomalies)
     assert fifty_runs["split_over_2"] == 0
     assert fifty_runs["recall"] >= 0.95

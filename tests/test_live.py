@@ -20,10 +20,22 @@ START = 1_767_225_600_000
 def day():
     """5 simulated hours with two overlapping incidents (a bad deploy, then a slow db)."""
     incidents = [
-        Incident("bad_deploy", "recommend", CAUSE_METRICS["bad_deploy"], "eu-west",
-                 START + 3 * H, START + 3 * H + 40 * M),
-        Incident("slow_db", "db", CAUSE_METRICS["slow_db"], None,
-                 START + 3 * H + 20 * M, START + 4 * H),
+        Incident(
+            "bad_deploy",
+            "recommend",
+            CAUSE_METRICS["bad_deploy"],
+            "eu-west",
+            START + 3 * H,
+            START + 3 * H + 40 * M,
+        ),
+        Incident(
+            "slow_db",
+            "db",
+            CAUSE_METRICS["slow_db"],
+            None,
+            START + 3 * H + 20 * M,
+            START + 4 * H,
+        ),
     ]
     return simulate(seed=5, hours=5, incidents=incidents, start_ms=START)
 
@@ -42,8 +54,16 @@ def _feed(engine, sim, until_ms, chunks=(17 * M, 3 * M, 10_000), start_ms=None):
 
 
 def _incidents(result):
-    return [(i.id, i.start_ms, i.end_ms, [(a.signal, a.start_ms, a.end_ms) for a in i.anomalies],
-             i.reasons) for i in result.incidents]
+    return [
+        (
+            i.id,
+            i.start_ms,
+            i.end_ms,
+            [(a.signal, a.start_ms, a.end_ms) for a in i.anomalies],
+            i.reasons,
+        )
+        for i in result.incidents
+    ]
 
 
 def _same(live_engine, replay):
@@ -58,10 +78,18 @@ def test_live_ticks_give_the_same_anomalies_incidents_and_alerts_as_a_replay(day
     engine = Engine(catalogue=from_platform(day.platform))
     _feed(engine, day, day.end_ms)
     replay = engine.replay(day.start_ms, day.end_ms - 1)
-    assert len(replay.anomalies) >= 10 and len(replay.incidents) >= 2 and len(replay.alerts) >= 5
+    assert (
+        len(replay.anomalies) >= 10
+        and len(replay.incidents) >= 2
+        and len(replay.alerts) >= 5
+    )
     _same(engine, replay)
-    during = [i for i in replay.incidents
-              if i.start_ms < day.incidents[1].end_ms and day.incidents[0].start_ms <= i.end_ms]
+    during = [
+        i
+        for i in replay.incidents
+        if i.start_ms < day.incidents[1].end_ms
+        and day.incidents[0].start_ms <= i.end_ms
+    ]
     assert max(len(i.anomalies) for i in during) >= 10
 
 
@@ -105,13 +133,30 @@ def test_obscore_replay_prints_what_a_replay_finds(day, tmp_path, capsys):
     with Engine(tmp_path) as engine:  # no catalogue: the command has none either
         engine.ingest(day.table, day.index)
         expected = engine.replay(day.start_ms, day.end_ms - 10_000)
-    assert main(["replay", "--data", str(tmp_path), "--json"]) == 0
+    frm, to = str(day.start_ms / 1000), str((day.end_ms - 10_000) / 1000)
+    assert main(["replay", "--data", str(tmp_path), "--from", frm, "--to", to, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [a["signal"] for a in out["anomalies"]] == [a.signal for a in expected.anomalies]
-    assert [a["fingerprint"] for a in out["alerts"]] == [a.fingerprint for a in expected.alerts]
+    assert [a["signal"] for a in out["anomalies"]] == [
+        a.signal for a in expected.anomalies
+    ]
+    assert [a["fingerprint"] for a in out["alerts"]] == [
+        a.fingerprint for a in expected.alerts
+    ]
     assert len(out["incidents"]) == len(expected.incidents) >= 2
-    assert main(["replay", "--data", str(tmp_path), "--from", "2026-01-01T03:00:00Z",
-                 "--to", "2026-01-01T02:00:00Z"]) == 2
+    assert (
+        main(
+            [
+                "replay",
+                "--data",
+                str(tmp_path),
+                "--from",
+                "2026-01-01T03:00:00Z",
+                "--to",
+                "2026-01-01T02:00:00Z",
+            ]
+        )
+        == 2
+    )
     assert "is before --from" in capsys.readouterr().err
     assert main(["replay", "--data", str(tmp_path), "--from", "soon"]) == 2
     assert "'soon' is not a time" in capsys.readouterr().err

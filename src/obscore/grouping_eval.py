@@ -37,8 +37,16 @@ import numpy as np
 
 from obscore.catalogue import from_platform
 from obscore.engine import Engine
-from obscore.pipeline import Anomaly, Incident as Found
-from obscore.sim import KINDS, Incident, Platform, candidate_services, default_platform, simulate
+from obscore.pipeline import Anomaly
+from obscore.pipeline import Incident as Found
+from obscore.sim import (
+    KINDS,
+    Incident,
+    Platform,
+    candidate_services,
+    default_platform,
+    simulate,
+)
 from obscore.sim.incident import CAUSE_METRICS
 
 logger = logging.getLogger(__name__)
@@ -62,14 +70,22 @@ class RunScore:
 
     @property
     def precision(self) -> float:
-        return self.true_positive_pairs / self.grouped_pairs if self.grouped_pairs else 1.0
+        return (
+            self.true_positive_pairs / self.grouped_pairs if self.grouped_pairs else 1.0
+        )
 
     @property
     def recall(self) -> float:
-        return self.true_positive_pairs / self.together_pairs if self.together_pairs else 1.0
+        return (
+            self.true_positive_pairs / self.together_pairs
+            if self.together_pairs
+            else 1.0
+        )
 
 
-def draw_incidents(platform: Platform, start_ms: int, hours: float, seed: int) -> list[Incident]:
+def draw_incidents(
+    platform: Platform, start_ms: int, hours: float, seed: int
+) -> list[Incident]:
     """Three incidents, at least two overlapping, after a 2 h warm-up."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x6E0]))
     span_end = start_ms + int(hours * H)
@@ -77,10 +93,19 @@ def draw_incidents(platform: Platform, start_ms: int, hours: float, seed: int) -
     def one(start: int) -> Incident:
         kind = str(rng.choice(KINDS))
         service = str(rng.choice(list(candidate_services(platform, kind))))
-        region = None if rng.random() < 0.25 else str(rng.choice(list(platform.regions)))
+        region = (
+            None if rng.random() < 0.25 else str(rng.choice(list(platform.regions)))
+        )
         end = min(start + int(rng.integers(20, 46)) * M, span_end - 10 * M)
-        return Incident(kind, service, CAUSE_METRICS[kind], region, start, end,
-                        round(float(rng.uniform(0.8, 1.4)), 2))
+        return Incident(
+            kind,
+            service,
+            CAUSE_METRICS[kind],
+            region,
+            start,
+            end,
+            round(float(rng.uniform(0.8, 1.4)), 2),
+        )
 
     def other(start: int, *taken: Incident) -> Incident:
         # overlapping incidents have different causes: the same service twice at
@@ -99,7 +124,9 @@ def draw_incidents(platform: Platform, start_ms: int, hours: float, seed: int) -
     return [first, second, third]
 
 
-def attribute(a: Anomaly, incidents: list[Incident], platform: Platform, settle_ms: int = 10 * M) -> int:
+def attribute(
+    a: Anomaly, incidents: list[Incident], platform: Platform, settle_ms: int = 10 * M
+) -> int:
     """Index of the injected incident ``a`` belongs to, or -1 for noise."""
     best, best_key = -1, None
     for k, inc in enumerate(incidents):
@@ -141,8 +168,13 @@ def _affected(platform: Platform, inc: Incident) -> tuple[str, ...]:
     return tuple(out)
 
 
-def score_run(anomalies: list[Anomaly], found: list[Found], injected: list[Incident],
-              platform: Platform, seed: int) -> RunScore:
+def score_run(
+    anomalies: list[Anomaly],
+    found: list[Found],
+    injected: list[Incident],
+    platform: Platform,
+    seed: int,
+) -> RunScore:
     """Pairwise precision/recall and splits of one run (see the module docstring)."""
     pred_of = {(a.signal, a.start_ms): inc.id for inc in found for a in inc.anomalies}
     truth = [attribute(a, injected, platform) for a in anomalies]
@@ -158,9 +190,12 @@ def score_run(anomalies: list[Anomaly], found: list[Found], injected: list[Incid
             tp += same_pred and same_truth
     splits = tuple(
         len({p for p, t in zip(pred, truth) if t == k})
-        for k in range(len(injected)) if k in truth
+        for k in range(len(injected))
+        if k in truth
     )
-    return RunScore(seed, n, sum(t >= 0 for t in truth), len(found), grouped, together, tp, splits)
+    return RunScore(
+        seed, n, sum(t >= 0 for t in truth), len(found), grouped, together, tp, splits
+    )
 
 
 def evaluate_grouping(
@@ -185,11 +220,19 @@ def evaluate_grouping(
         run_seed = seed + r
         start = 1_767_225_600_000
         injected = draw_incidents(platform, start, hours, run_seed)
-        sim = simulate(seed=run_seed, hours=hours, incidents=injected, start_ms=start, platform=platform)
+        sim = simulate(
+            seed=run_seed,
+            hours=hours,
+            incidents=injected,
+            start_ms=start,
+            platform=platform,
+        )
         engine = Engine(catalogue=from_platform(platform))
         engine.ingest(sim.table, sim.index)
         result = engine.replay(sim.start_ms, sim.end_ms - sim.step_ms)
-        scores.append(score_run(result.anomalies, result.incidents, injected, platform, run_seed))
+        scores.append(
+            score_run(result.anomalies, result.incidents, injected, platform, run_seed)
+        )
         if progress is not None:
             progress()
     grouped = sum(s.grouped_pairs for s in scores)
@@ -204,17 +247,30 @@ def evaluate_grouping(
         "recall": tp / together if together else 1.0,
         "mean_precision": float(np.mean([s.precision for s in scores])),
         "mean_recall": float(np.mean([s.recall for s in scores])),
-        "worst": {"seed": worst.seed, "precision": worst.precision, "recall": worst.recall,
-                  "anomalies": worst.anomalies, "attributed": worst.attributed,
-                  "incidents_found": worst.incidents_found, "splits": list(worst.splits)},
+        "worst": {
+            "seed": worst.seed,
+            "precision": worst.precision,
+            "recall": worst.recall,
+            "anomalies": worst.anomalies,
+            "attributed": worst.attributed,
+            "incidents_found": worst.incidents_found,
+            "splits": list(worst.splits),
+        },
         "max_split": max(splits, default=0),
         "split_over_2": sum(k > 2 for k in splits),
         "injected_with_anomalies": len(splits),
         "anomalies": sum(s.anomalies for s in scores),
         "attributed": sum(s.attributed for s in scores),
         "per_run": [
-            {"seed": s.seed, "precision": s.precision, "recall": s.recall, "anomalies": s.anomalies,
-             "attributed": s.attributed, "incidents_found": s.incidents_found, "splits": list(s.splits)}
+            {
+                "seed": s.seed,
+                "precision": s.precision,
+                "recall": s.recall,
+                "anomalies": s.anomalies,
+                "attributed": s.attributed,
+                "incidents_found": s.incidents_found,
+                "splits": list(s.splits),
+            }
             for s in scores
         ],
     }

@@ -143,13 +143,17 @@ class PipelineRunner:
     _by: dict[str, list[str]] = field(default_factory=dict)
     _signals: dict[str, _SignalState] = field(default_factory=dict)
     _closed_anomalies: list[Anomaly] = field(default_factory=list)
-    _open: dict[tuple[str, int], Anomaly] = field(default_factory=dict)  # not in a final incident
+    _open: dict[tuple[str, int], Anomaly] = field(
+        default_factory=dict
+    )  # not in a final incident
     _closed_keys: set[tuple[str, int]] = field(default_factory=set)
     _final: list[Incident] = field(default_factory=list)
     _to_raise: dict[tuple[str, int], Anomaly] = field(default_factory=dict)
     _changed: dict[tuple[str, int], Anomaly] = field(default_factory=dict)
     _raised: dict[tuple[str, int], Alert] = field(default_factory=dict)
-    _creator: dict[str, tuple[str, int]] = field(default_factory=dict)  # fingerprint -> anomaly
+    _creator: dict[str, tuple[str, int]] = field(
+        default_factory=dict
+    )  # fingerprint -> anomaly
     incidents: list[Incident] = field(default_factory=list)
     horizon_ms: int | None = None
 
@@ -194,7 +198,9 @@ class PipelineRunner:
         end = until_ms - until_ms % step
         if self.cursor_ms is None:
             if start_ms is None:
-                raise ValueError("the first advance of a pipeline runner needs start_ms")
+                raise ValueError(
+                    "the first advance of a pipeline runner needs start_ms"
+                )
             first = -(-start_ms // step) * step
         else:
             first = self.cursor_ms + step
@@ -224,10 +230,14 @@ class PipelineRunner:
             if name not in specs:
                 continue
             one = {name: specs[name]}
-            for sig in derive_signals(queries, one, first, end, self.step_ms, group_labels=by):
+            for sig in derive_signals(
+                queries, one, first, end, self.step_ms, group_labels=by
+            ):
                 self._feed(sig, catalogue, specs)
 
-    def _feed(self, sig: Signal, catalogue: Catalogue | None, specs: Mapping[str, MetricSpec]) -> None:
+    def _feed(
+        self, sig: Signal, catalogue: Catalogue | None, specs: Mapping[str, MetricSpec]
+    ) -> None:
         """Score a signal's new points and step its run one point at a time."""
         st = self._signals.get(sig.key)
         if st is None:
@@ -241,13 +251,17 @@ class PipelineRunner:
                 count_window_s=sig.count_window_s,
                 lag_ms=self.baseline_lag_ms,
             )
-            empty = Signal(sig.metric, sig.labels, sig.ts[:0], sig.values[:0], sig.count_window_s)
+            empty = Signal(
+                sig.metric, sig.labels, sig.ts[:0], sig.values[:0], sig.count_window_s
+            )
             st = self._signals[sig.key] = _SignalState(empty, detector, int(sig.ts[0]))
         batch = sample_table(np.zeros(len(sig.ts), np.uint64), sig.ts, sig.values)
         _, zr, score = st.detector.components(batch)
         self._keep_history(st, sig)
         zr = np.nan_to_num(zr, nan=0.0)
-        trigger = (np.nan_to_num(score, nan=0.0) > 0.5) & (sig.ts >= st.first_ts + self.warmup_ms)
+        trigger = (np.nan_to_num(score, nan=0.0) > 0.5) & (
+            sig.ts >= st.first_ts + self.warmup_ms
+        )
         held = np.abs(zr) > self.hold
         for i in range(len(sig.ts)):
             st.n += 1
@@ -324,7 +338,9 @@ class PipelineRunner:
         ts = np.concatenate([old.ts, sig.ts])
         values = np.concatenate([old.values, sig.values])
         cut = np.searchsorted(ts, ts[-1] - self.history_ms, side="left")
-        st.signal = Signal(sig.metric, sig.labels, ts[cut:], values[cut:], sig.count_window_s)
+        st.signal = Signal(
+            sig.metric, sig.labels, ts[cut:], values[cut:], sig.count_window_s
+        )
 
     # --- grouping -----------------------------------------------------------------
 
@@ -359,7 +375,9 @@ class PipelineRunner:
     def _alert(self, specs: Mapping[str, MetricSpec]) -> list[Alert]:
         horizon = self.horizon_ms
         assert horizon is not None
-        incident_of = {(a.signal, a.start_ms): inc for inc in self.incidents for a in inc.anomalies}
+        incident_of = {
+            (a.signal, a.start_ms): inc for inc in self.incidents for a in inc.anomalies
+        }
         new = []
         todo = sorted(
             (a for a in self._to_raise.values() if a.start_ms < horizon),
@@ -406,8 +424,12 @@ class PipelineRunner:
             al.score = max(al.score, a.score)
             al.severity = max(
                 al.severity,
-                severity(a.score, a.end_ms - a.start_ms, len(inc.services) or 1,
-                         spec.weight if spec else 1.0),
+                severity(
+                    a.score,
+                    a.end_ms - a.start_ms,
+                    len(inc.services) or 1,
+                    spec.weight if spec else 1.0,
+                ),
             )
         self._changed.clear()
         for key in self._creator.values():
@@ -430,7 +452,9 @@ class PipelineRunner:
 
     def result(self, new_alerts: list[Alert] | None = None) -> PipelineResult:
         signals = {k: st.signal for k, st in self._signals.items()}
-        return PipelineResult(signals, self.anomalies, list(self.incidents), list(new_alerts or []))
+        return PipelineResult(
+            signals, self.anomalies, list(self.incidents), list(new_alerts or [])
+        )
 
     def save(self, path: Path) -> None:
         """Pickle the state to ``path`` atomically (temporary file, sync, rename)."""
@@ -455,8 +479,12 @@ class PipelineRunner:
         with open(path, "rb") as fh:
             version, runner = pickle.load(fh)
         if version != STATE_VERSION or not isinstance(runner, PipelineRunner):
-            logger.warning("pipeline state %s is of version %r, not %d; starting afresh",
-                           path, version, STATE_VERSION)
+            logger.warning(
+                "pipeline state %s is of version %r, not %d; starting afresh",
+                path,
+                version,
+                STATE_VERSION,
+            )
             return None
         return runner
 
@@ -470,7 +498,9 @@ def _numbered(incidents: list[Incident]) -> list[Incident]:
     """Number incidents 1.. by (start, first signal), the same however they were built."""
 
     def key(inc: Incident) -> tuple[int, str]:
-        return inc.start_ms, min(a.signal for a in inc.anomalies if a.start_ms == inc.start_ms)
+        return inc.start_ms, min(
+            a.signal for a in inc.anomalies if a.start_ms == inc.start_ms
+        )
 
     out = sorted(incidents, key=key)
     for k, inc in enumerate(out, 1):

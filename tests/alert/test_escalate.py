@@ -31,7 +31,9 @@ LABELS = {"alertname": "error_rate_anomaly", "service": "auth"}
 
 
 def _escalator(state_dir=None, sent=None):
-    return Escalator(policies_from_config(CONFIG), None if sent is None else sent.append, state_dir)
+    return Escalator(
+        policies_from_config(CONFIG), None if sent is None else sent.append, state_dir
+    )
 
 
 def test_unacknowledged_alert_goes_to_the_next_level_after_each_delay():
@@ -53,7 +55,11 @@ def test_acknowledgement_within_the_delay_stops_the_escalation():
     esc.acknowledge("fp1", "ana", "looking", T0 + 9 * M)
     assert esc.tick(T0 + 60 * M) == []
     (st,) = esc.status()
-    assert st["state"] == "acknowledged" and st["acknowledged_by"] == "ana" and st["level"] == 0
+    assert (
+        st["state"] == "acknowledged"
+        and st["acknowledged_by"] == "ana"
+        and st["level"] == 0
+    )
 
 
 def test_first_covering_policy_applies_and_uncovered_alerts_are_not_paged():
@@ -82,24 +88,43 @@ def test_a_restart_pages_no_level_twice_and_keeps_the_acknowledgement(tmp_path):
     assert [(p.fingerprint, p.level) for p in again.tick(T0 + 30 * M)] == [("fp1", 2)]
     assert again.acks["fp2"]["by"] == "kim"
     assert [(p.fingerprint, p.level) for p in sent] == [
-        ("fp1", 0), ("fp2", 0), ("fp1", 1), ("fp2", 1), ("fp1", 2)]
+        ("fp1", 0),
+        ("fp2", 0),
+        ("fp1", 1),
+        ("fp2", 1),
+        ("fp1", 2),
+    ]
 
 
 def test_a_long_pause_pages_every_due_level_once_at_its_due_time():
     esc = _escalator(sent=[])
     esc.fire("fp1", LABELS, 0.5, "", T0)
-    assert [(p.level, p.at_ms) for p in esc.tick(T0 + 3 * 60 * M)] == [(1, T0 + 10 * M), (2, T0 + 30 * M)]
+    assert [(p.level, p.at_ms) for p in esc.tick(T0 + 3 * 60 * M)] == [
+        (1, T0 + 10 * M),
+        (2, T0 + 30 * M),
+    ]
 
 
 @pytest.mark.parametrize(
     ("policy", "message"),
     [
-        ({"name": "x", "levels": []}, r"escalation.policies\[0\] \('x'\): 'levels' must be a non-empty list"),
-        ({"levels": [{"receiver": "a"}, {"receiver": "b"}]},
-         r"escalation.policies\[0\].levels\[0\]: needs a 'delay' before the next level"),
+        (
+            {"name": "x", "levels": []},
+            r"escalation.policies\[0\] \('x'\): 'levels' must be a non-empty list",
+        ),
+        (
+            {"levels": [{"receiver": "a"}, {"receiver": "b"}]},
+            r"escalation.policies\[0\].levels\[0\]: needs a 'delay' before the next level",
+        ),
         ({"levels": [{"delay": "5m"}]}, r"levels\[0\]: needs a string 'receiver'"),
-        ({"levels": [{"receiver": "a", "delay": "5x"}, {"receiver": "b"}]}, r"levels\[0\].delay: "),
-        ({"min_severity": 2, "levels": [{"receiver": "a"}]}, r"min_severity: expected a number in \[0, 1\], got 2"),
+        (
+            {"levels": [{"receiver": "a", "delay": "5x"}, {"receiver": "b"}]},
+            r"levels\[0\].delay: ",
+        ),
+        (
+            {"min_severity": 2, "levels": [{"receiver": "a"}]},
+            r"min_severity: expected a number in \[0, 1\], got 2",
+        ),
     ],
 )
 def test_bad_policies_are_refused_naming_the_key(policy, message):
@@ -126,7 +151,21 @@ def test_cli_ack_stops_the_escalation_of_a_running_engine(tmp_path, capsys):
     pages = []
     engine.on_page.append(pages.append)
     assert [p.receiver for p in engine.escalate(T0 + 2 * M)] == ["web-oncall"]
-    assert main(["ack", "--data", str(tmp_path), fp[:6], "--by", "lee", "--comment", "on it"]) == 0
+    assert (
+        main(
+            [
+                "ack",
+                "--data",
+                str(tmp_path),
+                fp[:6],
+                "--by",
+                "lee",
+                "--comment",
+                "on it",
+            ]
+        )
+        == 0
+    )
     assert "acknowledged " + fp in capsys.readouterr().out
     assert engine.escalate(T0 + 12 * M) == []  # read acks.jsonl: no level 1
     assert engine.escalator.status()[0]["acknowledged_by"] == "lee"
@@ -140,13 +179,17 @@ def test_an_unacknowledged_engine_alert_reaches_level_1_in_time(tmp_path):
     engine, fp = _engine(tmp_path)
     engine.escalate(T0 + 2 * M)
     assert engine.escalate(T0 + 11 * M) == []
-    assert [(p.fingerprint, p.receiver) for p in engine.escalate(T0 + 12 * M)] == [(fp, "web-lead")]
+    assert [(p.fingerprint, p.receiver) for p in engine.escalate(T0 + 12 * M)] == [
+        (fp, "web-lead")
+    ]
     engine.close()
 
 
 def test_api_ack_drives_the_escalation_and_survives_a_restart(tmp_path):
     with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        warnings.filterwarnings(
+            "ignore", message="Using `httpx` with `starlette.testclient`"
+        )
         from starlette.testclient import TestClient
 
     from obscore.config import load_config
@@ -163,8 +206,13 @@ def test_api_ack_drives_the_escalation_and_survives_a_restart(tmp_path):
         (st,) = c.get("/api/v1/obscore/escalations").json()
         assert (st["fingerprint"], st["level"], st["state"]) == (fp, 0, "escalating")
         now[0] = T0 + 5 * M
-        res = c.post(f"/api/v1/obscore/alerts/{fp}/ack", json={"by": "ana"}, headers=auth)
-        assert res.status_code == 200 and res.json()["annotations"]["acknowledged_by"] == "ana"
+        res = c.post(
+            f"/api/v1/obscore/alerts/{fp}/ack", json={"by": "ana"}, headers=auth
+        )
+        assert (
+            res.status_code == 200
+            and res.json()["annotations"]["acknowledged_by"] == "ana"
+        )
         assert engine.escalate(T0 + 60 * M) == []
         assert c.get("/api/v1/obscore/escalations").json()[0]["state"] == "acknowledged"
     engine.close()

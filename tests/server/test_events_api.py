@@ -13,8 +13,13 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def test_posting_an_event_needs_the_token_and_is_listed(client):
-    body = {"service": "auth", "kind": "deploy", "description": "v7", "region": "eu-west",
-            "ts_ms": END_MS - 60_000}
+    body = {
+        "service": "auth",
+        "kind": "deploy",
+        "description": "v7",
+        "region": "eu-west",
+        "ts_ms": END_MS - 60_000,
+    }
     assert client.post("/api/v1/obscore/events", json=body).status_code == 401
     assert client.get("/api/v1/obscore/events").json() == []
     res = client.post("/api/v1/obscore/events", json=body, headers=AUTH)
@@ -26,7 +31,11 @@ def test_posting_an_event_needs_the_token_and_is_listed(client):
 
 
 def test_a_bad_event_is_400_naming_the_field_and_nothing_is_stored(client):
-    res = client.post("/api/v1/obscore/events", json={"service": "auth", "kind": "reboot"}, headers=AUTH)
+    res = client.post(
+        "/api/v1/obscore/events",
+        json={"service": "auth", "kind": "reboot"},
+        headers=AUTH,
+    )
     assert res.status_code == 400
     assert "change event kind 'reboot' is not one of" in res.text
     res = client.post("/api/v1/obscore/events", json={"kind": "deploy"}, headers=AUTH)
@@ -36,20 +45,38 @@ def test_a_bad_event_is_400_naming_the_field_and_nothing_is_stored(client):
 
 def test_catalogue_post_adds_a_service_kept_in_the_data_dir(tmp_path):
     with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        warnings.filterwarnings(
+            "ignore", message="Using `httpx` with `starlette.testclient`"
+        )
         from starlette.testclient import TestClient
 
     engine = Engine(tmp_path)
     app = create_app(engine, token=TOKEN, clock=moving_clock())
-    svc = {"name": "feed", "owner": "feed-team", "regions": ["eu"], "hosts": ["feed-1"],
-           "dependencies": ["db"]}
+    svc = {
+        "name": "feed",
+        "owner": "feed-team",
+        "regions": ["eu"],
+        "hosts": ["feed-1"],
+        "dependencies": ["db"],
+    }
     with TestClient(app, base_url="http://127.0.0.1") as c:
         assert c.post("/api/v1/obscore/catalogue", json=svc).status_code == 401
-        bad = c.post("/api/v1/obscore/catalogue", json={"name": "x", "hosts": "h1"}, headers=AUTH)
-        assert bad.status_code == 400 and "'hosts' must be a list of strings" in bad.text
-        assert c.post("/api/v1/obscore/catalogue", json=[svc, {"name": "db"}], headers=AUTH).status_code == 200
+        bad = c.post(
+            "/api/v1/obscore/catalogue", json={"name": "x", "hosts": "h1"}, headers=AUTH
+        )
+        assert (
+            bad.status_code == 400 and "'hosts' must be a list of strings" in bad.text
+        )
+        assert (
+            c.post(
+                "/api/v1/obscore/catalogue", json=[svc, {"name": "db"}], headers=AUTH
+            ).status_code
+            == 200
+        )
         listed = {s["name"]: s for s in c.get("/api/v1/obscore/catalogue").json()}
-        assert listed["feed"]["owner"] == "feed-team" and listed["db"]["callers"] == ["feed"]
+        assert listed["feed"]["owner"] == "feed-team" and listed["db"]["callers"] == [
+            "feed"
+        ]
     engine.close()
     again = Engine(tmp_path)
     assert again.catalogue.get("feed").hosts == ("feed-1",)
@@ -61,7 +88,9 @@ def test_serve_with_a_live_pipeline_ticks_and_stops_with_the_app():
     import time
 
     with warnings.catch_warnings():  # starlette asks for httpx2; httpx still works
-        warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
+        warnings.filterwarnings(
+            "ignore", message="Using `httpx` with `starlette.testclient`"
+        )
         from starlette.testclient import TestClient
 
     from obscore.config import load_config
@@ -69,7 +98,9 @@ def test_serve_with_a_live_pipeline_ticks_and_stops_with_the_app():
     from .conftest import small_engine
 
     engine = small_engine()
-    engine.config = load_config(overrides={"pipeline": {"live": True, "interval": "1ms"}})
+    engine.config = load_config(
+        overrides={"pipeline": {"live": True, "interval": "1ms"}}
+    )
     app = create_app(engine, token=TOKEN, clock=lambda: END_MS)
     with TestClient(app, base_url="http://127.0.0.1") as c:
         deadline = time.monotonic() + 30

@@ -64,7 +64,9 @@ class Escalation:
     min_severity: float = 0.0
 
     def covers(self, labels: Mapping[str, str], severity: float) -> bool:
-        return severity >= self.min_severity and all(m.matches(labels) for m in self.matchers)
+        return severity >= self.min_severity and all(
+            m.matches(labels) for m in self.matchers
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +120,17 @@ def policies_from_config(raw: Mapping[str, Any]) -> list[Escalation]:
         levels = []
         for k, lv in enumerate(levels_raw):
             at = f"{where}.levels[{k}]"
-            if not isinstance(lv, Mapping) or not isinstance(lv.get("receiver"), str) or not lv["receiver"]:
+            if (
+                not isinstance(lv, Mapping)
+                or not isinstance(lv.get("receiver"), str)
+                or not lv["receiver"]
+            ):
                 raise ConfigError(f"{at}: needs a string 'receiver'")
             last = k == len(levels_raw) - 1
             if "delay" not in lv and not last:
-                raise ConfigError(f"{at}: needs a 'delay' before the next level is paged, e.g. '15m'")
+                raise ConfigError(
+                    f"{at}: needs a 'delay' before the next level is paged, e.g. '15m'"
+                )
             try:
                 delay = parse_duration(lv["delay"]) if "delay" in lv else None
             except ConfigError as exc:
@@ -133,16 +141,26 @@ def policies_from_config(raw: Mapping[str, Any]) -> list[Escalation]:
         except ConfigError as exc:
             raise ConfigError(f"{where}.matchers: {exc}") from None
         sev = p.get("min_severity", 0.0)
-        if isinstance(sev, bool) or not isinstance(sev, (int, float)) or not 0 <= sev <= 1:
-            raise ConfigError(f"{where}.min_severity: expected a number in [0, 1], got {sev!r}")
+        if (
+            isinstance(sev, bool)
+            or not isinstance(sev, (int, float))
+            or not 0 <= sev <= 1
+        ):
+            raise ConfigError(
+                f"{where}.min_severity: expected a number in [0, 1], got {sev!r}"
+            )
         out.append(Escalation(str(name), tuple(levels), matchers, float(sev)))
     return out
 
 
-def append_ack(state_dir: Path, fingerprint: str, by: str, comment: str, at_ms: int) -> None:
+def append_ack(
+    state_dir: Path, fingerprint: str, by: str, comment: str, at_ms: int
+) -> None:
     """Append an acknowledgement to ``acks.jsonl`` (synced before returning)."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({"fingerprint": fingerprint, "by": by, "comment": comment, "at_ms": at_ms})
+    line = json.dumps(
+        {"fingerprint": fingerprint, "by": by, "comment": comment, "at_ms": at_ms}
+    )
     with open(state_dir / ACKS_FILE, "a", encoding="utf-8") as fh:
         fh.write(line + "\n")
         fh.flush()
@@ -184,11 +202,20 @@ class Escalator:
 
     # --- in ---------------------------------------------------------------------
 
-    def policy_for(self, labels: Mapping[str, str], severity: float) -> Escalation | None:
-        return next((p for p in self.policies.values() if p.covers(labels, severity)), None)
+    def policy_for(
+        self, labels: Mapping[str, str], severity: float
+    ) -> Escalation | None:
+        return next(
+            (p for p in self.policies.values() if p.covers(labels, severity)), None
+        )
 
     def fire(
-        self, fingerprint: str, labels: Mapping[str, str], severity: float, summary: str, now_ms: int
+        self,
+        fingerprint: str,
+        labels: Mapping[str, str],
+        severity: float,
+        summary: str,
+        now_ms: int,
     ) -> Page | None:
         """An alert is firing: start its escalation (level 0) unless it is tracked already."""
         if fingerprint in self.tracks and self.tracks[fingerprint].state != "resolved":
@@ -205,7 +232,11 @@ class Escalator:
         track = self.tracks.get(fingerprint)
         if track is not None and track.state in ("escalating", "exhausted"):
             track.state = "resolved"
-            logger.info("escalation ended: fingerprint=%s resolved at level %d", fingerprint, track.level)
+            logger.info(
+                "escalation ended: fingerprint=%s resolved at level %d",
+                fingerprint,
+                track.level,
+            )
 
     def acknowledge(self, fingerprint: str, by: str, comment: str, now_ms: int) -> None:
         """Stop the escalation of an alert; kept in ``acks.jsonl`` when there is a state directory."""
@@ -215,7 +246,14 @@ class Escalator:
             append_ack(self.state_dir, fingerprint, by, comment, now_ms)
             self.read_acks()
         else:
-            self._apply_ack({"fingerprint": fingerprint, "by": by, "comment": comment, "at_ms": now_ms})
+            self._apply_ack(
+                {
+                    "fingerprint": fingerprint,
+                    "by": by,
+                    "comment": comment,
+                    "at_ms": now_ms,
+                }
+            )
 
     def read_acks(self) -> int:
         """Apply the acknowledgements appended to ``acks.jsonl`` since the last read."""
@@ -236,20 +274,31 @@ class Escalator:
                     self._apply_ack(ack)
                     n += 1
                 except (ValueError, KeyError, TypeError):
-                    logger.warning("%s: skipped a line that is not an acknowledgement: %r", path, line[:80])
+                    logger.warning(
+                        "%s: skipped a line that is not an acknowledgement: %r",
+                        path,
+                        line[:80],
+                    )
         return n
 
     def _apply_ack(self, ack: Mapping[str, Any]) -> None:
         fp = str(ack["fingerprint"])
-        self.acks[fp] = {"by": str(ack["by"]), "comment": str(ack.get("comment", "")),
-                         "at_ms": int(ack["at_ms"])}
+        self.acks[fp] = {
+            "by": str(ack["by"]),
+            "comment": str(ack.get("comment", "")),
+            "at_ms": int(ack["at_ms"]),
+        }
         track = self.tracks.get(fp)
         if track is not None and track.state in ("escalating", "exhausted"):
             track.state = "acknowledged"
             track.acked_by, track.acked_ms = self.acks[fp]["by"], self.acks[fp]["at_ms"]
             track.comment = self.acks[fp]["comment"]
-            logger.info("escalation stopped: fingerprint=%s acknowledged by %s at level %d",
-                        fp, track.acked_by, track.level)
+            logger.info(
+                "escalation stopped: fingerprint=%s acknowledged by %s at level %d",
+                fp,
+                track.acked_by,
+                track.level,
+            )
 
     # --- time -------------------------------------------------------------------
 
@@ -281,17 +330,33 @@ class Escalator:
         policy = self.policies[track.policy]
         level = policy.levels[track.level]
         track.paged_ms = at_ms
-        page = Page(fingerprint, policy.name, track.level, level.receiver, at_ms,
-                    dict(track.labels), track.summary)
+        page = Page(
+            fingerprint,
+            policy.name,
+            track.level,
+            level.receiver,
+            at_ms,
+            dict(track.labels),
+            track.summary,
+        )
         self.pages.append(page)
         self.save()  # recorded before it is sent: a crash after the send pages nobody twice
-        logger.warning("escalation page: fingerprint=%s policy=%s level=%d receiver=%s",
-                       fingerprint, policy.name, track.level, level.receiver)
+        logger.warning(
+            "escalation page: fingerprint=%s policy=%s level=%d receiver=%s",
+            fingerprint,
+            policy.name,
+            track.level,
+            level.receiver,
+        )
         if self.send is not None:
             try:
                 self.send(page)
             except Exception:
-                logger.exception("escalation page to %s failed: fingerprint=%s", level.receiver, fingerprint)
+                logger.exception(
+                    "escalation page to %s failed: fingerprint=%s",
+                    level.receiver,
+                    fingerprint,
+                )
         return page
 
     # --- state ----------------------------------------------------------------------
@@ -308,7 +373,18 @@ class Escalator:
         for fp, t in sorted(self.tracks.items(), key=lambda kv: kv[1].paged_ms):
             policy = self.policies.get(t.policy)
             receiver = policy.levels[t.level].receiver if policy else None
-            out.append({"fingerprint": fp, "policy": t.policy, "level": t.level, "receiver": receiver,
-                        "paged_ms": t.paged_ms, "state": t.state, "acknowledged_by": t.acked_by or None,
-                        "acknowledged_ms": t.acked_ms, "labels": t.labels, "summary": t.summary})
+            out.append(
+                {
+                    "fingerprint": fp,
+                    "policy": t.policy,
+                    "level": t.level,
+                    "receiver": receiver,
+                    "paged_ms": t.paged_ms,
+                    "state": t.state,
+                    "acknowledged_by": t.acked_by or None,
+                    "acknowledged_ms": t.acked_ms,
+                    "labels": t.labels,
+                    "summary": t.summary,
+                }
+            )
         return out
