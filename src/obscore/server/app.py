@@ -86,6 +86,7 @@ READ_POSTS = frozenset(
         "/api/v1/query_exemplars",
     }
 )
+ARROW_HEADERS_KEPT = 8  # Arrow series headers whose id mapping is kept
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _DASHBOARD_METRICS = (
     "cpu_usage",
@@ -123,6 +124,8 @@ class ServerState:
     # those of the config) are corrected when it arrives.
     kinds: dict[str, str] = field(default_factory=dict)
     pushed: set[str] = field(default_factory=set)
+    # id mappings of recent Arrow 'obscore.series' headers (see _read_arrow)
+    arrow_headers: dict[bytes, Any] = field(default_factory=dict)
 
     def saw(self, lo: int, hi: int) -> None:
         if self.data_range is None:
@@ -756,7 +759,7 @@ class _Handlers:
     async def import_arrow(self, request: Request) -> Response:
         body = await request.body()
         try:
-            table, index = _read_arrow(body)
+            table, index = _read_arrow(body, self.s.arrow_headers)
         except (pa.ArrowException, ValueError, TypeError, KeyError) as exc:
             raise ApiError(400, "bad_data", f"arrow: {exc}") from None
 
@@ -1497,7 +1500,9 @@ def _ingest_json(res: Any) -> dict[str, Any]:
     }
 
 
-def _read_arrow(body: bytes) -> tuple[pa.Table, SeriesIndex]:
+def _read_arrow(
+    body: bytes, headers: dict[bytes, Any] | None = None
+) -> tuple[pa.Table, SeriesIndex]:
     """A sample table and its series index from an Arrow IPC stream.
 
     Two layouts are accepted:
@@ -1507,6 +1512,10 @@ def _read_arrow(body: bytes) -> tuple[pa.Table, SeriesIndex]:
       ids are the sender's; they are mapped to the engine's own.
     - ``name: string, ts, value`` and any other string columns as labels
       (null or empty: absent), the shape ``query`` answers in.
+
+    ``headers`` keeps the id mapping of the last few ``obscore.series``
+    headers by their bytes: a sender repeating its header (the usual case)
+    pays for reading it once, not on every batch.
     """
     import pyarrow.compute as pc
 
@@ -1524,6 +1533,9 @@ def _read_arrow(body: bytes) -> tuple[pa.Table, SeriesIndex]:
         meta = (table.schema.metadata or {}).get(b"obscore.series")
         if meta is None:
             raise ValueError("a series_id batch needs schema metadata 'obscore.series'")
+        known = headers.get(meta) if headers is not None else None
+        if known is not None:
+            return _map_ids(table, *known), known[2]
         header = json.loads(meta)
         if not isinstance(header, list):
             raise TypeError("'obscore.series' must be a JSON list")
@@ -1539,17 +1551,16 @@ def _read_arrow(body: bytes) -> tuple[pa.Table, SeriesIndex]:
             mapping[int(item["id"])] = index.add(
                 item["name"], {str(k): str(v) for k, v in labels.items()}
             )
-        theirs = table["series_id"].cast(pa.uint64()).to_numpy()
         keys = np.fromiter(mapping, np.uint64, len(mapping))
         ours = np.fromiter(mapping.values(), np.uint64, len(mapping))
         order = np.argsort(keys)
-        at = np.searchsorted(keys[order], theirs)
-        at = np.minimum(at, max(len(keys) - 1, 0))
-        if len(keys) == 0 or not np.array_equal(keys[order][at], theirs):
-            raise ValueError(
-                "series_id holds ids the 'obscore.series' header does not describe"
-            )
-        ids = ours[order][at]
+        known = (keys[order], ours[order], index)
+        out = _map_ids(table, *known)
+        if headers is not None:
+            while len(headers) >= ARROW_HEADERS_KEPT:
+                headers.pop(next(iter(headers)))
+            headers[meta] = known
+        return out, index
     elif "name" in names:
         label_cols = [c for c in names if c not in ("name", "ts", "value")]
         for c in ["name", *label_cols]:
@@ -1575,3 +1586,17 @@ def _read_arrow(body: bytes) -> tuple[pa.Table, SeriesIndex]:
         raise ValueError("the stream needs a 'series_id' or a 'name' column")
     out = sample_table(ids, table["ts"].to_numpy(), table["value"].to_numpy())
     return out, index
+
+
+def _map_ids(
+    table: pa.Table, keys: np.ndarray, ours: np.ndarray, index: SeriesIndex
+) -> pa.Table:
+    """The sample table of a series_id batch, the sender's ids (sorted ``keys``) mapped to ``ours``."""
+    theirs = table["series_id"].cast(pa.uint64()).to_numpy()
+    at = np.searchsorted(keys, theirs)
+    at = np.minimum(at, max(len(keys) - 1, 0))
+    if len(keys) == 0 or not np.array_equal(keys[at], theirs):
+        raise ValueError(
+            "series_id holds ids the 'obscore.series' header does not describe"
+        )
+    return sample_table(ours[at], table["ts"].to_numpy(), table["value"].to_numpy())
