@@ -282,3 +282,18 @@ def test_granger_on_random_walk_levels_over_rejects_and_differencing_fixes_it():
     # the documented failure on levels (spurious regression): ~0.18 measured
     assert (levels <= alpha).mean() > alpha + 4 * sd
     assert abs((diffed <= alpha).mean() - alpha) <= 3 * sd
+
+
+def test_granger_with_nan_and_inf_says_what_it_dropped(rng):
+    from obscore.correlate import granger_best, granger_matrix
+
+    x = rng.normal(size=200)
+    y = np.roll(x, 1) + 0.1 * rng.normal(size=200)
+    x[10], y[20], x[30] = np.nan, np.inf, -np.inf
+    assert granger(x, y, 1).note == "dropped 3 of 200 points with a non-finite value"
+    assert granger_best(x, y, 3).note == "dropped 3 of 200 points with a non-finite value"
+    assert granger(np.arange(50.0), np.arange(50.0) ** 1.5, 1).note == ""
+    m = granger_matrix(np.vstack([x, y]), 2)
+    assert m.n_dropped == 3
+    assert m.note == "dropped 3 time points with a non-finite value in some series"
+    assert np.isfinite(m.f_stat[0, 0, 1]) and m.p_value[0, 0, 1] < 1e-6

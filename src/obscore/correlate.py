@@ -32,6 +32,7 @@ class GrangerResult:
     lag: int
     nobs: int
     reason: str = ""
+    note: str = ""  # what was done to the input, e.g. non-finite rows dropped
 
 
 def _finite_pair(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -95,15 +96,18 @@ def granger(x: np.ndarray, y: np.ndarray, lag: int) -> GrangerResult:
     """
     if lag < 1:
         raise ValueError(f"lag must be at least 1, got {lag!r}")
+    n_in = min(np.size(x), np.size(y))
     x, y = _finite_pair(np.asarray(x, float), np.asarray(y, float))
+    dropped = n_in - len(y)
+    note = f"dropped {dropped} of {n_in} points with a non-finite value" if dropped else ""
     n = len(y) - lag
     dof = n - 2 * lag - 1
     if dof < 1:
         return GrangerResult(
-            0.0, 1.0, lag, max(n, 0), f"too short: {len(y)} points for lag {lag}"
+            0.0, 1.0, lag, max(n, 0), f"too short: {len(y)} points for lag {lag}", note
         )
     if np.ptp(y) == 0 or np.ptp(x) == 0:
-        return GrangerResult(0.0, 1.0, lag, n, "constant series")
+        return GrangerResult(0.0, 1.0, lag, n, "constant series", note)
     target = y[lag:]
     ones = np.ones((n, 1))
     restricted = np.hstack([ones, _lags(y, lag)])
@@ -120,10 +124,10 @@ def granger(x: np.ndarray, y: np.ndarray, lag: int) -> GrangerResult:
         rss_u = _rss(full, target)
         extra = _rss(restricted, target) - rss_u
     if _is_perfect_fit(rss_u, target):
-        return GrangerResult(0.0, 1.0, lag, n, "perfect fit")
+        return GrangerResult(0.0, 1.0, lag, n, "perfect fit", note)
     f_stat = (extra / lag) / (rss_u / dof)
     p_value = float(stats.f.sf(f_stat, lag, dof))
-    return GrangerResult(float(f_stat), p_value, lag, n)
+    return GrangerResult(float(f_stat), p_value, lag, n, "", note)
 
 
 def _is_perfect_fit(rss_u: float, target: np.ndarray) -> bool:
@@ -151,7 +155,7 @@ def granger_best(x: np.ndarray, y: np.ndarray, max_lag: int) -> GrangerResult:
             best = res
     assert best is not None
     p = min(1.0, best.p_value * max_lag)
-    return GrangerResult(best.f_stat, p, best.lag, best.nobs, best.reason)
+    return GrangerResult(best.f_stat, p, best.lag, best.nobs, best.reason, best.note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -351,6 +355,13 @@ class GrangerMatrix:
     def n_series(self) -> int:
         """The number of series."""
         return int(self.f_stat.shape[1])
+
+    @property
+    def note(self) -> str:
+        """What was done to the input (non-finite time points dropped), or ``""``."""
+        if not self.n_dropped:
+            return ""
+        return f"dropped {self.n_dropped} time points with a non-finite value in some series"
 
     def reason(self, source: int, target: int, lag: int) -> str:
         """Why the test of ``source -> target`` at ``lag`` is undefined, or ``""``."""

@@ -440,19 +440,32 @@ class SmdSegment:
     hit150: float
 
 
-def rank_dimensions(train: np.ndarray, segment: np.ndarray) -> np.ndarray:
+#: Rows before an SMD segment used as its recent past (one day of minutes).
+SMD_RECENT_ROWS = 1440
+
+#: Smallest standard deviation of a dimension (SMD is scaled to [0, 1]).
+SMD_MIN_SD = 0.01
+
+
+def rank_dimensions(
+    train: np.ndarray, segment: np.ndarray, recent: np.ndarray | None = None
+) -> np.ndarray:
     """Dimensions of a multivariate segment, most deviating first.
 
-    The score of dimension *j* is the largest ``|x - median_j| / sd_j`` over
-    the segment's rows, with the median and standard deviation of the
-    training (normal) data; ``sd_j`` is at least 1e-3 (the data are scaled
-    to [0, 1], and a dimension constant in training would otherwise divide
-    by zero).  Non-finite values score 0.
+    A dimension's deviation from a reference is the largest
+    ``|x - median| / sd`` over the segment's rows, with the reference's
+    median and standard deviation (at least :data:`SMD_MIN_SD`).  Its score
+    is the deviation from the training (normal) data, or, with ``recent``
+    (the rows just before the segment, at least 10), the smaller of that and
+    the deviation from ``recent``: a cause dimension departs both from its
+    normal behaviour and from what it did just before.  Non-finite values
+    score 0.
 
     Parameters
     ----------
     train : ndarray, shape (n_train, n_dims)
     segment : ndarray, shape (n_rows, n_dims)
+    recent : ndarray, shape (n_recent, n_dims), optional
 
     Returns
     -------
@@ -462,7 +475,7 @@ def rank_dimensions(train: np.ndarray, segment: np.ndarray) -> np.ndarray:
     Raises
     ------
     ValueError
-        If the shapes disagree or either table is empty.
+        If the shapes disagree or ``train`` or ``segment`` is empty.
     """
     train = np.asarray(train, dtype=float)
     segment = np.asarray(segment, dtype=float)
@@ -472,13 +485,27 @@ def rank_dimensions(train: np.ndarray, segment: np.ndarray) -> np.ndarray:
         )
     if len(train) == 0 or len(segment) == 0:
         raise ValueError(f"train and segment must have rows, got {len(train)} and {len(segment)}")
-    with warnings_ignored():
-        med = np.nanmedian(train, axis=0)
-        sd = np.fmax(np.nan_to_num(np.nanstd(train, axis=0)), 1e-3)
-        z = np.abs(segment - med) / sd
-    score = np.nanmax(np.where(np.isfinite(z), z, np.nan), axis=0) if np.isfinite(z).any() else np.zeros(z.shape[1])
-    score = np.nan_to_num(score, nan=0.0)
+    score = _deviation(train, segment)
+    if recent is not None:
+        recent = np.asarray(recent, dtype=float)
+        if recent.ndim != 2 or recent.shape[1] != segment.shape[1]:
+            raise ValueError(
+                f"recent must be 2-d with {segment.shape[1]} columns, got {recent.shape}"
+            )
+        if len(recent) >= 10:
+            score = np.minimum(score, _deviation(recent, segment))
     return np.argsort(-score, kind="stable").astype(np.int64)
+
+
+def _deviation(reference: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """Per column, max over rows of |x - median| / sd of ``reference``; 0 if none finite."""
+    with warnings_ignored():
+        med = np.nanmedian(reference, axis=0)
+        sd = np.fmax(np.nan_to_num(np.nanstd(reference, axis=0)), SMD_MIN_SD)
+        z = np.abs(segment - med) / sd
+        z = np.where(np.isfinite(z), z, -np.inf)
+        score = z.max(axis=0)
+    return np.where(np.isfinite(score), score, 0.0)
 
 
 def hit_rate(ranked: Sequence[int], truth: Sequence[int], percent: float) -> float:
@@ -522,6 +549,9 @@ def read_interpretation_labels(path: str | Path) -> list[tuple[int, int, list[in
 def evaluate_smd_rca(path: str | Path, machines: Sequence[str] | None = None) -> dict[str, Any]:
     """HitRate@100% and @150% of :func:`rank_dimensions` on SMD's interpretation labels.
 
+    Each labelled segment is ranked against the machine's training data and
+    the :data:`SMD_RECENT_ROWS` test rows before it.
+
     Parameters
     ----------
     path : str or Path
@@ -560,7 +590,8 @@ def evaluate_smd_rca(path: str | Path, machines: Sequence[str] | None = None) ->
             if not 0 <= start <= end < len(test):
                 logger.warning("smd %s: segment %d-%d outside the %d test rows, skipped", m, start, end, len(test))
                 continue
-            order = [int(d) + 1 for d in rank_dimensions(train, test[start : end + 1])]
+            recent = test[max(0, start - SMD_RECENT_ROWS) : start]
+            order = [int(d) + 1 for d in rank_dimensions(train, test[start : end + 1], recent)]
             mine.append(SmdSegment(m, start, end, dims, order[:10], hit_rate(order, dims, 100), hit_rate(order, dims, 150)))
         segments += mine
         per_machine[m] = {
