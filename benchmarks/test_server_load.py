@@ -21,6 +21,17 @@ in-process ``Engine.ingest`` with no HTTP and no queries (one run of 20
 batches); the ratio is HTTP samples/s over in-process samples/s, the share
 of the engine's own speed the server keeps under query load.
 
+First runs (2 shared cores, other test runs going, load average 3-5):
+20 s: 279,502 samples/s, 27 queries/s, p50 669 ms, p99 1,004 ms.  300 s:
+142,479 samples/s (below the 200,000 target), 14.4 queries/s, p50 1,332 ms,
+p99 3,280 ms; RSS 245 MiB at the start, 660 MiB at the middle (hot tier
+full), 661 MiB at the end, +0.2 MiB/min over the second half: flat.
+In-process ``Engine.ingest`` of the same batches: 2.7-5.1 M samples/s, so
+HTTP keeps about 5 %.  Where the time goes: every query holds the engine
+lock while ``QueryEngine.series`` tests each of the metric's 10,000 label
+sets (about 40 ms per selector on an idle core), and a batch waits behind
+the queries queued before it.
+
 The server is stopped by the test; every socket is on the loopback
 interface.  Run: ``OBSCORE_LOAD_SECONDS=300 python -m pytest
 benchmarks/test_server_load.py -s -p no:cacheprovider``.
