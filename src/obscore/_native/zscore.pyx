@@ -141,7 +141,7 @@ cdef inline void _score_parts(const Moments* m, float64_t x, float64_t inv_n,
     # as dev / max(sqrt(max(var, 0)), flo); NaN x gives a NaN dev.
     cdef float64_t mean, off, floor
     if m.n < 2:
-        dev[0] = x - x  # NaN for NaN, else 0.0: a score of 0 while too small
+        dev[0] = 0.0 if x == x else x  # a score of 0 while too small; NaN stays NaN
         var[0] = 1.0
         flo[0] = 1.0
         return
