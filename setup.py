@@ -12,7 +12,7 @@ import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
-KERNELS = ["ringbuf", "rollup", "histogram", "zscore", "iforest"]
+KERNELS = ["ringbuf", "rollup", "histogram", "zscore", "iforest", "expo"]
 
 debug = os.environ.get("OBSCORE_CYTHON_DEBUG") == "1"
 directives = {
