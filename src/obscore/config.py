@@ -192,6 +192,9 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         steps_ms = tuple(parse_duration(s) for s in steps)
     except ConfigError as exc:
         raise ConfigError(f"{source}, store.rollup_steps: {exc}") from None
+    from obscore.alert.lifecycle import validate_config  # deferred: alert imports stay light
+
+    validate_config(raw, source)  # [[alerts.rules]], [alerts.routing], [[remediation.actions]]
     return Config(
         metrics=metrics,
         hot_capacity=int(number("store.hot_capacity", 8640, 1, 1e9)),

@@ -75,3 +75,31 @@ def test_similarity_dedup_never_folds_different_alert_names():
     book.raise_alert({"alertname": "a", "service": "db"}, 0, M, 0.9, "same words")
     _, new = book.raise_alert({"alertname": "b", "service": "db"}, 0, M, 0.9, "same words")
     assert new and len(book.alerts) == 2
+
+
+def test_similarity_index_finds_what_comparing_with_every_alert_finds():
+    import random
+
+    from obscore.alert.dedup import SimilarityIndex, similarity
+
+    rng = random.Random(3)
+    for threshold in (0.2, 0.6, 0.8, 0.9):
+        items = []
+        index = SimilarityIndex(lambda it: it[2])
+        for k in range(400):
+            labels = {"alertname": f"a{rng.randrange(3)}"}
+            for name in ("service", "region", "host", "team")[: rng.randrange(5)]:
+                labels[name] = f"{name}{rng.randrange(3)}"
+            summary = rng.choice(["disk full", "disk almost full", "latency high", ""])
+            start = k * 1_000
+            best, best_sim = None, threshold  # the plain scan AlertBook did, oldest wins ties
+            for it in reversed(items):
+                if start - it[2] > 60_000:
+                    continue
+                sim = similarity(labels, summary, it[0], it[1])
+                if sim >= best_sim:
+                    best, best_sim = it, sim
+            assert index.best(labels, summary, start, 60_000, threshold) is best
+            it = (labels, summary, start)
+            items.append(it)
+            index.add(str(k), labels, summary, it)

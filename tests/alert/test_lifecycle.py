@@ -437,3 +437,16 @@ def test_bad_remediation_actions_are_refused(tmp_path):
         {"name": "x", "callable": "json:dumps", "matchers": ['service="api"'], "patterns": ["bad_deploy"]}
     ]}})
     assert hook.patterns == ("bad_deploy",) and hook.matchers[0].name == "service"
+
+
+def test_load_config_refuses_bad_alert_tables_naming_the_file(tmp_path):
+    path = tmp_path / "obscore.toml"
+    path.write_text('[[alerts.rules]]\nname = "Hot"\nmetric = "temp"\nthreshold = 1\nfor = "5x"\n')
+    with pytest.raises(ConfigError, match=r"obscore.toml, alerts.rules\[0\] \('Hot'\), for: '5x'"):
+        load_config(path)
+    path.write_text('[alerts.routing.route]\nreceiver = "nobody"\n[[alerts.routing.receivers]]\nname = "ops"\n')
+    with pytest.raises(ConfigError, match=r"obscore.toml, alerts.routing: route: receiver 'nobody' is not defined"):
+        load_config(path)
+    path.write_text('[[remediation.actions]]\nname = "x"\ncommand = []\n')
+    with pytest.raises(ConfigError, match=r"obscore.toml, remediation.actions\[0\] \('x'\), command"):
+        load_config(path)

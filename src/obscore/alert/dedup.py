@@ -12,8 +12,10 @@ import hashlib
 import logging
 import math
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,115 @@ def similarity(
     return 0.7 * label_sim + 0.3 * text_sim
 
 
+class SimilarityIndex:
+    """Find the most similar earlier alert fast: an inverted index of label pairs per alert name.
+
+    :func:`similarity` of at least ``threshold`` needs the label similarity
+    to reach ``(threshold - 0.3) / 0.7`` (the description adds at most 0.3),
+    and the label similarity is at most the weight an earlier alert agrees
+    on, divided by the weight of the new alert's labels.  So only earlier
+    alerts with the same ``alertname`` that share enough ``(name, value)``
+    pairs are compared in full; the result is the same as comparing with
+    every earlier alert.
+
+    Parameters
+    ----------
+    last_ms : callable
+        Gives an indexed object's last time (compared with the dedup window).
+
+    Notes
+    -----
+    Among equally similar alerts the one indexed first wins.
+    """
+
+    def __init__(self, last_ms: Callable[[Any], int]) -> None:
+        self.last_ms = last_ms
+        self._items: dict[str, tuple[int, Mapping[str, str], str, Any]] = {}
+        # (alertname, (label name, value)) -> keys, in insertion order
+        self._postings: dict[tuple[str | None, tuple[str, str]], dict[str, None]] = {}
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def add(self, key: str, labels: Mapping[str, str], summary: str, obj: Any) -> None:
+        """Index ``obj`` under ``key`` (replacing an entry with that key)."""
+        self.discard(key)
+        self._seq += 1
+        self._items[key] = (self._seq, dict(labels), summary, obj)
+        name = labels.get("alertname")
+        for pair in labels.items():
+            self._postings.setdefault((name, pair), {})[key] = None
+
+    def discard(self, key: str) -> None:
+        """Drop ``key`` when indexed."""
+        item = self._items.pop(key, None)
+        if item is None:
+            return
+        name = item[1].get("alertname")
+        for pair in item[1].items():
+            post = self._postings.get((name, pair))
+            if post is not None:
+                post.pop(key, None)
+                if not post:
+                    del self._postings[(name, pair)]
+
+    def best(
+        self,
+        labels: Mapping[str, str],
+        summary: str,
+        start_ms: int,
+        window_ms: int,
+        threshold: float,
+    ) -> Any | None:
+        """The indexed object most similar to the alert (at least ``threshold``), seen within the window."""
+        name = labels.get("alertname")
+        if name is None:
+            return None
+        need = (threshold - 0.3) / 0.7
+        if need <= 0:
+            candidates = list(self._postings.get((name, ("alertname", name)), ()))
+        else:
+            # every candidate agrees on alertname; weight-1 labels are counted
+            # by Counter.update (a C loop), heavier ones one by one
+            own = sum(LABEL_WEIGHTS.get(k, 1.0) for k in labels)
+            floor = need * own - LABEL_WEIGHTS.get("alertname", 1.0) - 1e-9
+            if floor <= 0:
+                candidates = list(self._postings.get((name, ("alertname", name)), ()))
+            else:
+                counts: Counter[str] = Counter()
+                heavy: dict[str, float] = {}
+                for pair in labels.items():
+                    post = self._postings.get((name, pair))
+                    if not post or pair[0] == "alertname":
+                        continue
+                    w = LABEL_WEIGHTS.get(pair[0], 1.0)
+                    if w == 1.0:
+                        counts.update(iter(post))
+                    else:
+                        for key in post:
+                            heavy[key] = heavy.get(key, 0.0) + w
+                for key, w in heavy.items():
+                    counts[key] += w  # type: ignore[assignment]
+                candidates = [k for k, w in counts.items() if w >= floor]
+        found, found_sim, found_seq = None, threshold, 0
+        for key in candidates:
+            seq, other, other_summary, obj = self._items[key]
+            if start_ms - self.last_ms(obj) > window_ms:
+                continue
+            sim = similarity(labels, summary, other, other_summary)
+            if sim > found_sim or (sim == found_sim and (found is None or seq < found_seq)):
+                found, found_sim, found_seq = obj, sim, seq
+        return found
+
+    def prune(self, now_ms: int, window_ms: int) -> int:
+        """Drop entries last seen more than ``window_ms`` before ``now_ms``; return how many."""
+        old = [k for k, it in self._items.items() if now_ms - self.last_ms(it[3]) > window_ms]
+        for key in old:
+            self.discard(key)
+        return len(old)
+
+
 class AlertBook:
     """Alerts raised so far, with 15-minute deduplication.
 
@@ -129,18 +240,28 @@ class AlertBook:
         self._last: dict[str, Alert] = {}
         self.folded = 0
         self.folded_by_similarity = 0
+        self._index: SimilarityIndex | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_index"] = None  # rebuilt on first use; holds a lambda
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_index", None)
 
     def _similar(self, labels: Mapping[str, str], summary: str, start_ms: int) -> Alert | None:
         if self.similarity_threshold is None:
             return None
-        best, best_sim = None, self.similarity_threshold
-        for alert in reversed(self.alerts):
-            if start_ms - alert.end_ms > self.dedup_window_ms:
-                continue
-            sim = similarity(labels, summary, alert.labels, alert.summary)
-            if sim >= best_sim:
-                best, best_sim = alert, sim
-        return best
+        if self._index is None or len(self._index) != len(self.alerts):
+            # built on first use, and again if alerts were added to the list directly
+            self._index = SimilarityIndex(lambda a: a.end_ms)
+            for alert in self.alerts:
+                self._index.add(alert.fingerprint + f"#{id(alert)}", alert.labels, alert.summary, alert)
+        return self._index.best(
+            labels, summary, start_ms, self.dedup_window_ms, self.similarity_threshold
+        )
 
     def raise_alert(
         self,
@@ -184,5 +305,7 @@ class AlertBook:
         )
         self.alerts.append(alert)
         self._last[fp] = alert
+        if self._index is not None:
+            self._index.add(fp + f"#{id(alert)}", alert.labels, alert.summary, alert)
         logger.info("alert raised: fingerprint=%s severity=%.2f %s", fp, sev, summary)
         return alert, True

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from obscore.alert.dedup import Alert, fingerprint, severity, similarity
+from obscore.alert.dedup import Alert, SimilarityIndex, fingerprint, severity
 from obscore.alert.notify import (
     AlertmanagerNotifier,
     Delivery,
@@ -349,6 +349,24 @@ def hooks_from_config(raw: Mapping[str, Any], source: str = "config") -> list[Re
     return out
 
 
+def validate_config(raw: Mapping[str, Any], source: str = "config") -> None:
+    """Check the rules, routing, receivers and remediation actions of a raw config.
+
+    Raises
+    ------
+    ConfigError
+        The first problem found, naming ``source`` and the key.
+    """
+    rules_from_config(raw, source)
+    routing = routing_from_config(raw, source)
+    try:
+        Router(routing)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}, alerts.routing: {exc}") from None
+    notifiers_from_config(routing, source)
+    hooks_from_config(raw, source)
+
+
 def append_request(state_dir: str | os.PathLike[str], request: Mapping[str, Any]) -> None:
     """Append one command-line request (silence, approve, reject) for a running engine."""
     path = Path(state_dir)
@@ -445,6 +463,7 @@ class AlertLifecycle:
         # similarity dedup: member fingerprint -> representative fingerprint
         self.rep_of: dict[str, str] = {}
         self.active: dict[str, dict[str, Any]] = {}  # representative fp -> its alert
+        self._similar = SimilarityIndex(lambda fp: self.active[fp]["last_ms"])
         self.flapping: dict[str, int] = {}  # fingerprint -> when it started flapping
         self.flap_silences: dict[str, str] = {}  # fingerprint -> silence id
         self._unmute: list[str] = []  # flapping silences to end after this evaluation
@@ -586,7 +605,7 @@ class AlertLifecycle:
         }
         if not entry["firing"]:
             out["end_ms"] = now_ms
-            del self.active[rep]
+            self._drop_active(rep)
         return [out]
 
     def _fold(self, fp: str, al: dict[str, Any], resolved: bool) -> str:
@@ -594,17 +613,15 @@ class AlertLifecycle:
         rep = self.rep_of.get(fp)
         if rep is None and not resolved:
             rep = fp
+            summary = al["annotations"].get("summary", "")
             if self.similarity is not None:
-                summary = al["annotations"].get("summary", "")
-                best = self.similarity
-                for cand, entry in self.active.items():
-                    if al["start_ms"] - entry["last_ms"] > self.dedup_window_ms:
-                        continue
-                    sim = similarity(al["labels"], summary, entry["labels"], entry["summary"])
-                    if sim >= best:
-                        rep, best = cand, sim
+                found = self._similar.best(
+                    al["labels"], summary, al["start_ms"], self.dedup_window_ms, self.similarity
+                )
+                rep = fp if found is None else found
             self.rep_of[fp] = rep
             if rep == fp:
+                self._similar.add(fp, al["labels"], summary, fp)
                 self.active[fp] = {
                     "labels": dict(al["labels"]),
                     "annotations": dict(al["annotations"]),
@@ -631,8 +648,12 @@ class AlertLifecycle:
                 # the representative resolved, members still fire: it stays firing
                 al.pop("end_ms")
             elif rep == fp and resolved:
-                del self.active[rep]
+                self._drop_active(rep)
         return rep
+
+    def _drop_active(self, rep: str) -> None:
+        del self.active[rep]
+        self._similar.discard(rep)
 
     def _flapping(
         self, spec: RuleSpec, fp: str, al: dict[str, Any], st: RuleState | None, now_ms: int
@@ -920,6 +941,8 @@ class AlertLifecycle:
             }
             for e in own.get("active", ())
         }
+        for fp, e in self.active.items():
+            self._similar.add(fp, e["labels"], e["summary"], fp)
         self.flapping = {k: int(v) for k, v in own.get("flapping", {}).items()}
         self.flap_silences = dict(own.get("flap_silences", {}))
         self.remediated = {(fp, int(s)) for fp, s in own.get("remediated", ())}
