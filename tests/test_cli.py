@@ -38,3 +38,6 @@ def test_demo_runs_end_to_end_and_writes_a_report(tmp_path, capsys):
     report = (out / "report.md").read_text()
     assert "## Injected incidents and their diagnosis" in report
     assert len(list(out.glob("incident_*.png"))) == 3
+    html = (out / "report.html").read_text(encoding="utf-8")  # the dashboard as a file
+    assert '<script id="report-data" type="application/json">' in html
+    assert "/static/" not in html
