@@ -229,6 +229,13 @@ async function renderService(view, name) {
   box.append(...charts);
 }
 
+// One colour per region (or series label) on every chart of the session.
+const seenColours = new Map();
+function colourOf(label) {
+  if (!seenColours.has(label)) seenColours.set(label, REGION_COLOURS[seenColours.size % REGION_COLOURS.length]);
+  return seenColours.get(label);
+}
+
 function chart(spec, result, info, r) {
   const W = 640, H = 220, L = 56, R = 10, T = 16, B = 26;
   const series = result.map((s) => ({
@@ -274,18 +281,18 @@ function chart(spec, result, info, r) {
       width: Math.max(x1 - x0, 3), height: 8, "data-fingerprint": al.fingerprint,
     }, svg("title", {}, `alert ${al.labels.alertname} (${al.status.state})\n${al.annotations.summary || ""}`)));
   }
-  series.forEach((s, i) => {
+  series.forEach((s) => {
     if (!s.points.length) return;
     const d = s.points.map(([t, v], j) => `${j ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join("");
-    root.append(svg("path", { d, fill: "none", stroke: REGION_COLOURS[i % REGION_COLOURS.length], "stroke-width": 1.4 },
+    root.append(svg("path", { d, fill: "none", stroke: colourOf(s.label), "stroke-width": 1.4 },
       svg("title", {}, s.label)));
   });
   if (!series.length) {
     root.append(svg("text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" }, "no data in the range"));
   }
-  const legend = el("div", { class: "legend muted" }, series.map((s, i) => {
+  const legend = el("div", { class: "legend muted" }, series.map((s) => {
     const sw = el("i", { class: "swatch" });
-    sw.style.background = REGION_COLOURS[i % REGION_COLOURS.length];
+    sw.style.background = colourOf(s.label);
     return el("span", {}, sw, s.label);
   }));
   return el("div", { class: "panel chart", "data-metric": spec.metric, "data-service": spec.service || null },
