@@ -48,11 +48,16 @@ callee to caller:
     reach, or reaches only through quiet nodes, cannot explain the target's
     symptom.
 
-The score is the weighted sum of the evidence.  The confidence is a softmax
-of the scores over the candidates and a "no cause" option, which scores as
-a lone candidate at ``z0`` would (``anomaly`` and ``anomalous`` only).  A
-quiet window thus gives most of its mass to "no cause" instead of crowning
-the least quiet candidate.
+The score is the weighted sum of the evidence.  The confidence is the
+posterior of a model in which each weighted term is a log likelihood ratio
+of "this candidate is the cause" against "it is not", the prior is uniform
+over the candidates and a "no cause" hypothesis, and "no cause" has the
+likelihood ratio of a lone candidate at ``z0`` (``anomaly`` and
+``anomalous`` only): a softmax of the scores over the candidates and "no
+cause".  A quiet window thus gives most of its mass to "no cause" instead of
+crowning the least quiet candidate.  Unlike the tables of
+:mod:`obscore.diagnose.rca`, the weights were set once for both datasets
+rather than read from measured rates.
 """
 
 from __future__ import annotations
