@@ -32,6 +32,8 @@ def test_history_persists_and_reloads_last_record_per_key(tmp_path):
     h.record(_rec("1:db"))
     h.record(_rec("1:db", metric="cpu_usage"))
     h.record(_rec("2:db"))
+    h.record(_rec("2:db"))  # the same diagnosis again: not written twice
+    assert len(path.read_text().splitlines()) == 3
     again = IncidentHistory(path)
     assert len(again) == 2
     assert again.get("1:db").cause_metric == "cpu_usage"

@@ -161,11 +161,12 @@ class IncidentHistory:
         """Store ``rec`` (replacing a record with its key) and append it to the file.
 
         The file is append-only; on reading, the last line of a key wins.
-        A confirmed record is never replaced by an unconfirmed one.
+        A record equal to the stored one is not written again, and a
+        confirmed record is never replaced by an unconfirmed one.
         """
         old = self._records.get(rec.key)
-        if old is not None and old.confirmed and not rec.confirmed:
-            return
+        if old == rec or (old is not None and old.confirmed and not rec.confirmed):
+            return  # nothing new (a page shown twice), or a person's word kept
         self._records[rec.key] = rec
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as fh:
