@@ -455,6 +455,12 @@ class AlertLifecycle:
             else Path(os.devnull)
         )
         self.remediator = Remediator(self.hooks, audit, approval_severity)
+        if self.hooks and self.store is None:
+            logger.warning(
+                "%d remediation action(s) without a data directory: their audit log "
+                "and pending approvals are not kept",
+                len(self.hooks),
+            )
         self.dedup_window_ms = int(dedup_window_ms)
         self.similarity = similarity
         self.weights = dict(weights or {})
@@ -467,6 +473,7 @@ class AlertLifecycle:
         self.flapping: dict[str, int] = {}  # fingerprint -> when it started flapping
         self.flap_silences: dict[str, str] = {}  # fingerprint -> silence id
         self._unmute: list[str] = []  # flapping silences to end after this evaluation
+        self.last_step_ms: int | None = None  # the latest tick
         self.am_resend_ms = 60_000  # firing alerts go to Alertmanager receivers this often
         self._am_sent: dict[str, int] = {}
         self.remediated: set[str] = set()  # (rule fp, start) keys already handed to hooks
@@ -555,7 +562,7 @@ class AlertLifecycle:
                 st = self.evaluator.state_of(name, al["series_labels"])
                 posts.extend(self._prepare(spec, al, st, now_ms))
         if posts:
-            self.router.post(posts, now_ms)
+            self.router.post(self._held(posts, now_ms), now_ms)
         for sid in self._unmute:
             if sid in self.router.silences:
                 self.router.expire_silence(sid, now_ms)
@@ -747,7 +754,22 @@ class AlertLifecycle:
             posts.append(item)
             if seen is None:
                 self.remediator.handle(al, now_ms)
-        return self.post_alerts(posts, now_ms)
+        return self.post_alerts(self._held(posts, now_ms), now_ms)
+
+    def _held(self, posts: list[dict[str, Any]], now_ms: int) -> list[dict[str, Any]]:
+        """Give firing alerts an end past the next step, as Prometheus does.
+
+        A firing alert posted without an end resolves after the router's
+        ``resolve_timeout`` (5m); when steps are further apart than that, it
+        would resolve between two steps and fire again at the next.  Its end
+        is set to four step intervals ahead (at least ``resolve_timeout``), so
+        only a step that no longer posts it lets it resolve.
+        """
+        gap = 0 if self.last_step_ms is None else max(now_ms - self.last_step_ms, 0)
+        hold = max(self.router.resolve_timeout_ms, 4 * gap)
+        if hold == self.router.resolve_timeout_ms:
+            return posts
+        return [p if "end_ms" in p else {**p, "end_ms": now_ms + hold} for p in posts]
 
     def step(
         self,
@@ -774,6 +796,7 @@ class AlertLifecycle:
         self.delivery.submit(notes, now_ms)
         self.delivery.poll(now_ms)
         self._refresh_alertmanagers(now_ms)
+        self.last_step_ms = now_ms if self.last_step_ms is None else max(self.last_step_ms, now_ms)
         self.save()
         return notes
 
@@ -890,6 +913,7 @@ class AlertLifecycle:
             "requests_offset": self.requests_offset,
             "last_eval_ms": self.last_eval_ms,
             "posted": self.posted,
+            "last_step_ms": self.last_step_ms,
         }
 
     def save(self) -> None:
@@ -949,6 +973,7 @@ class AlertLifecycle:
         self.requests_offset = int(own.get("requests_offset", 0))
         self.last_eval_ms = {k: int(v) for k, v in own.get("last_eval_ms", {}).items()}
         self.posted = {k: list(v) for k, v in own.get("posted", {}).items()}
+        self.last_step_ms = own.get("last_step_ms")
         logger.info("alert lifecycle restored: %d rule states, %d active folded alerts",
                     len(self.evaluator.states), len(self.active))
 
