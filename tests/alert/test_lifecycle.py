@@ -138,7 +138,7 @@ def test_recovery_threshold_keeps_the_alert_firing_between_the_two_levels(tmp_pa
 def test_condition_true_false_true_with_pending_fires_twice(tmp_path, hook):
     eng = _engine(tmp_path, hook.url, HIGH.replace('keep_firing_for = "20s"', 'keep_firing_for = "0s"'),
                   group_interval="10s")
-    on = lambda t: 90.0 if (100 <= t < 200 or 400 <= t < 500) else 50.0  # noqa: E731
+    on = lambda t: 90.0 if (100 <= t < 200 or 400 <= t < 500) else 50.0
     _run(eng, {(("host", "a"),): on}, 0, 700)
     eng.close()
     assert [s for s, _ in _statuses(hook.bodies)] == ["firing", "resolved", "firing", "resolved"]
@@ -174,7 +174,7 @@ flapping = { window = "10m", max_changes = 4, hold = "2m", policy = "notify_once
 """
     eng = _engine(tmp_path, hook.url, rules, group_wait="0s", group_interval="10s")
     # flips every 20 s for 10 minutes, then calm
-    flip = lambda t: (90.0 if (t // 20) % 2 == 0 else 50.0) if t < 600 else 50.0  # noqa: E731
+    flip = lambda t: (90.0 if (t // 20) % 2 == 0 else 50.0) if t < 600 else 50.0
     _run(eng, {(("host", "a"),): flip}, 0, 1200)
     eng.close()
     flapping = [b for b in hook.bodies if b["groupKey"].startswith("flapping:")]
@@ -198,7 +198,7 @@ def test_flapping_with_policy_notify_keeps_routing_it_held_firing(tmp_path, hook
 flapping = { window = "10m", max_changes = 4, hold = "2m", policy = "notify" }
 """
     eng = _engine(tmp_path, hook.url, rules, group_wait="0s", group_interval="10s")
-    flip = lambda t: (90.0 if (t // 20) % 2 == 0 else 50.0) if t < 600 else 50.0  # noqa: E731
+    flip = lambda t: (90.0 if (t // 20) % 2 == 0 else 50.0) if t < 600 else 50.0
     _run(eng, {(("host", "a"),): flip}, 0, 1200)
     eng.close()
     assert not [b for b in hook.bodies if b["groupKey"].startswith("flapping:")]
@@ -211,7 +211,7 @@ def test_similar_alerts_fold_into_one_notification_with_their_members(tmp_path, 
         'annotations = { summary = "temperature high" }',
     )
     eng = _engine(tmp_path, hook.url, rules)
-    hot = lambda t: 90.0 if t >= 100 else 50.0  # noqa: E731
+    hot = lambda t: 90.0 if t >= 100 else 50.0
     series = {
         (("host", "h1"), ("region", "eu"), ("service", "api")): hot,
         (("host", "h1"), ("region", "us"), ("service", "api")): hot,
@@ -229,7 +229,7 @@ def test_exact_only_dedup_sends_both_similar_alerts(tmp_path, hook):
         'annotations = { summary = "temperature high" }',
     )
     eng = _engine(tmp_path, hook.url, rules, extra="\n[alerts]\nsimilarity = 1.0\n")
-    hot = lambda t: 90.0 if t >= 100 else 50.0  # noqa: E731
+    hot = lambda t: 90.0 if t >= 100 else 50.0
     series = {
         (("host", "h1"), ("region", "eu"), ("service", "api")): hot,
         (("host", "h1"), ("region", "us"), ("service", "api")): hot,

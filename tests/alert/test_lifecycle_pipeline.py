@@ -22,7 +22,7 @@ from obscore.engine import Engine
 from obscore.sim import CAUSE_METRICS, Incident, simulate
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_lifecycle import HIGH, _engine, hook  # noqa: E402,F401 (the webhook fixture)
+from test_lifecycle import HIGH, _engine, hook  # noqa: F401 (the webhook fixture)
 
 H = 3_600_000
 M = 60_000
@@ -31,7 +31,7 @@ START = 1_767_225_600_000
 pytestmark = pytest.mark.slow
 
 
-def test_live_pipeline_alerts_are_routed_to_the_webhook_and_resolve_once(tmp_path, hook):
+def test_live_pipeline_alerts_are_routed_to_the_webhook_and_resolve_once(tmp_path, hook):  # noqa: F811
     incidents = [
         Incident("bad_deploy", "recommend", CAUSE_METRICS["bad_deploy"], "eu-west",
                  START + 3 * H, START + 3 * H + 40 * M),
@@ -82,7 +82,7 @@ webhook_configs = [{{ url = "{hook.url}", send_resolved = true }}]
     assert json.loads((tmp_path / "data" / "alerts" / "delivery.json").read_text())["delivered"]
 
 
-def test_steady_rule_alert_with_jittered_and_delayed_steps_never_resolves_then_fires(tmp_path, hook):
+def test_steady_rule_alert_with_jittered_and_delayed_steps_never_resolves_then_fires(tmp_path, hook):  # noqa: F811
     rules = HIGH.replace('keep_firing_for = "20s"', 'keep_firing_for = "3m"')
     eng = _engine(tmp_path, hook.url, rules, group_wait="10s", group_interval="20s")
     rng = random.Random(11)

@@ -25,7 +25,7 @@ from obscore.engine import Engine
 from obscore.server import create_app
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_route_vs_alertmanager import alertmanager  # noqa: E402,F401 (the launcher fixture)
+from test_route_vs_alertmanager import alertmanager  # noqa: F401 (the launcher fixture)
 
 S = 1_000
 TOKEN = "t0ken"
@@ -119,7 +119,7 @@ def test_serve_keeps_silences_and_alerts_across_a_restart(tmp_path):
 
 
 @pytest.mark.integration
-def test_alerts_forwarded_to_a_real_alertmanager_show_in_its_v2_api(tmp_path, alertmanager):
+def test_alerts_forwarded_to_a_real_alertmanager_show_in_its_v2_api(tmp_path, alertmanager):  # noqa: F811
     base, _ = alertmanager
     eng = _engine(
         tmp_path, "am",

@@ -144,9 +144,21 @@ def _strings(value: Any, where: str) -> dict[str, str]:
 
 
 _RULE_KEYS = {
-    "name", "metric", "detector", "detector_params", "op", "threshold", "recovery",
-    "for", "keep_firing_for", "lookback", "labels", "annotations", "matchers",
-    "severity", "flapping",
+    "name",
+    "metric",
+    "detector",
+    "detector_params",
+    "op",
+    "threshold",
+    "recovery",
+    "for",
+    "keep_firing_for",
+    "lookback",
+    "labels",
+    "annotations",
+    "matchers",
+    "severity",
+    "flapping",
 }
 _FLAP_KEYS = {"window", "max_changes", "hold", "policy"}
 
@@ -172,7 +184,9 @@ def rules_from_config(raw: Mapping[str, Any], source: str = "config") -> list[Ru
         where = f"{where} ({name!r})"
         unknown = sorted(set(item) - _RULE_KEYS)
         if unknown:
-            raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(_RULE_KEYS)}")
+            raise ConfigError(
+                f"{where}: unknown key(s) {unknown}; known: {sorted(_RULE_KEYS)}"
+            )
         if not item.get("metric"):
             raise ConfigError(f"{where}: a rule needs the 'metric' it watches")
         detector = item.get("detector")
@@ -187,7 +201,9 @@ def rules_from_config(raw: Mapping[str, Any], source: str = "config") -> list[Ru
             raise ConfigError(f"{where}: a threshold rule needs a 'threshold'")
         flap = item.get("flapping") or {}
         if not isinstance(flap, Mapping) or set(flap) - _FLAP_KEYS:
-            raise ConfigError(f"{where}, flapping: expected a table with keys {sorted(_FLAP_KEYS)}")
+            raise ConfigError(
+                f"{where}, flapping: expected a table with keys {sorted(_FLAP_KEYS)}"
+            )
         policy = str(flap.get("policy", "notify"))
         if policy not in FLAPPING_POLICIES:
             raise ConfigError(
@@ -205,14 +221,19 @@ def rules_from_config(raw: Mapping[str, Any], source: str = "config") -> list[Ru
                 item.get("keep_firing_for", "0s"), f"{where}, keep_firing_for"
             ),
             recovery=(
-                None if item.get("recovery") is None
+                None
+                if item.get("recovery") is None
                 else _number(item["recovery"], f"{where}, recovery")
             ),
             labels=_strings(item.get("labels", {}), f"{where}, labels"),
             annotations=_strings(item.get("annotations", {}), f"{where}, annotations"),
             source="score" if detector is not None else "value",
-            flap_window_ms=_duration(flap.get("window", "10m"), f"{where}, flapping.window"),
-            flap_max_changes=int(_number(flap.get("max_changes", 0), f"{where}, flapping.max_changes")),
+            flap_window_ms=_duration(
+                flap.get("window", "10m"), f"{where}, flapping.window"
+            ),
+            flap_max_changes=int(
+                _number(flap.get("max_changes", 0), f"{where}, flapping.max_changes")
+            ),
             flap_hold_ms=_duration(flap.get("hold", "5m"), f"{where}, flapping.hold"),
         )
         try:
@@ -241,7 +262,9 @@ def rules_from_config(raw: Mapping[str, Any], source: str = "config") -> list[Ru
     return out
 
 
-def routing_from_config(raw: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+def routing_from_config(
+    raw: Mapping[str, Any], source: str = "config"
+) -> dict[str, Any]:
     """``[alerts.routing]`` (Alertmanager-shaped), or :data:`DEFAULT_ROUTING`."""
     routing = (raw.get("alerts") or {}).get("routing")
     if routing is None:
@@ -251,7 +274,9 @@ def routing_from_config(raw: Mapping[str, Any], source: str = "config") -> dict[
     return dict(routing)
 
 
-def notifiers_from_config(routing: Mapping[str, Any], source: str = "config") -> dict[str, Notifier]:
+def notifiers_from_config(
+    routing: Mapping[str, Any], source: str = "config"
+) -> dict[str, Notifier]:
     """One notifier per receiver of an Alertmanager-shaped routing config.
 
     ``webhook_configs = [{url = ...}]`` posts Alertmanager webhook bodies,
@@ -287,7 +312,9 @@ def notifiers_from_config(routing: Mapping[str, Any], source: str = "config") ->
             )
         url = first.get("url") if isinstance(first, Mapping) else None
         if not url or not str(url).startswith(("http://", "https://")):
-            raise ConfigError(f"{where} ({name!r}), {kind}[0].url: expected an http(s) URL, got {url!r}")
+            raise ConfigError(
+                f"{where} ({name!r}), {kind}[0].url: expected an http(s) URL, got {url!r}"
+            )
         timeout_s = _duration(first.get("timeout", "10s"), f"{where}, timeout") / 1000
         if kind == "webhook_configs":
             out[name] = WebhookNotifier(str(url), timeout_s=timeout_s, name=name)
@@ -296,7 +323,9 @@ def notifiers_from_config(routing: Mapping[str, Any], source: str = "config") ->
     return out
 
 
-def hooks_from_config(raw: Mapping[str, Any], source: str = "config") -> list[RemediationHook]:
+def hooks_from_config(
+    raw: Mapping[str, Any], source: str = "config"
+) -> list[RemediationHook]:
     """The ``[[remediation.actions]]`` of a raw config.
 
     Each action has a ``name`` and either ``command`` (an array of strings:
@@ -323,13 +352,18 @@ def hooks_from_config(raw: Mapping[str, Any], source: str = "config") -> list[Re
         action: Callable[[Alert], Any]
         if has_cmd:
             argv = item["command"]
-            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            if (
+                not isinstance(argv, list)
+                or not argv
+                or not all(isinstance(a, str) for a in argv)
+            ):
                 raise ConfigError(
                     f"{where}, command: expected an array of strings (the program and its "
                     f"arguments), got {argv!r}"
                 )
             action = CommandAction(
-                tuple(argv), _duration(item.get("timeout", "30s"), f"{where}, timeout") / 1000
+                tuple(argv),
+                _duration(item.get("timeout", "30s"), f"{where}, timeout") / 1000,
             )
         else:
             action = load_callable(str(item["callable"]), f"{where}, callable")
@@ -367,7 +401,9 @@ def validate_config(raw: Mapping[str, Any], source: str = "config") -> None:
     hooks_from_config(raw, source)
 
 
-def append_request(state_dir: str | os.PathLike[str], request: Mapping[str, Any]) -> None:
+def append_request(
+    state_dir: str | os.PathLike[str], request: Mapping[str, Any]
+) -> None:
     """Append one command-line request (silence, approve, reject) for a running engine."""
     path = Path(state_dir)
     path.mkdir(parents=True, exist_ok=True)
@@ -380,7 +416,9 @@ def append_request(state_dir: str | os.PathLike[str], request: Mapping[str, Any]
 # --- the lifecycle ------------------------------------------------------------------
 
 
-Reader = Callable[[str, int, int], Iterable[tuple[Mapping[str, str], np.ndarray, np.ndarray]]]
+Reader = Callable[
+    [str, int, int], Iterable[tuple[Mapping[str, str], np.ndarray, np.ndarray]]
+]
 
 
 def _threshold_score(rule: Rule, value: float) -> float:
@@ -474,11 +512,17 @@ class AlertLifecycle:
         self.flap_silences: dict[str, str] = {}  # fingerprint -> silence id
         self._unmute: list[str] = []  # flapping silences to end after this evaluation
         self.last_step_ms: int | None = None  # the latest tick
-        self.am_resend_ms = 60_000  # firing alerts go to Alertmanager receivers this often
+        self.am_resend_ms = (
+            60_000  # firing alerts go to Alertmanager receivers this often
+        )
         self._am_sent: dict[str, int] = {}
-        self.remediated: set[str] = set()  # (rule fp, start) keys already handed to hooks
+        self.remediated: set[str] = (
+            set()
+        )  # (rule fp, start) keys already handed to hooks
         self.requests_offset = 0
-        self.posted: dict[str, list[Any]] = {}  # pipeline alert fp -> [end_ms, firing] posted
+        self.posted: dict[
+            str, list[Any]
+        ] = {}  # pipeline alert fp -> [end_ms, firing] posted
         # this process's notifications, oldest first (the newest 10,000)
         self.notifications: deque[Notification] = deque(maxlen=10_000)
         self._saved: dict[str, str] = {}  # part -> JSON last written
@@ -506,11 +550,15 @@ class AlertLifecycle:
 
     # --- rules ------------------------------------------------------------------
 
-    def values(self, spec: RuleSpec, read: Reader, now_ms: int) -> list[tuple[dict[str, str], float]]:
+    def values(
+        self, spec: RuleSpec, read: Reader, now_ms: int
+    ) -> list[tuple[dict[str, str], float]]:
         """The value of each watched series at ``now_ms``: its newest sample, or its newest score."""
         out: list[tuple[dict[str, str], float]] = []
         if spec.detector is None:
-            for labels, ts, values in read(spec.metric, now_ms - spec.lookback_ms, now_ms + 1):
+            for labels, ts, values in read(
+                spec.metric, now_ms - spec.lookback_ms, now_ms + 1
+            ):
                 if len(values) and all(m.matches(labels) for m in spec.matchers):
                     out.append((dict(labels), float(values[-1])))
             return out
@@ -528,7 +576,9 @@ class AlertLifecycle:
             key = f"{spec.name}\xff{fingerprint(labels)}"
             det = self.detectors.get(key)
             if det is None:
-                det = self.detectors[key] = create(spec.detector, **spec.detector_params)
+                det = self.detectors[key] = create(
+                    spec.detector, **spec.detector_params
+                )
             if not len(ts):
                 continue
             batch = pa.table(
@@ -575,22 +625,34 @@ class AlertLifecycle:
         fp = fingerprint(al["labels"])
         resolved = "end_ms" in al
         value = st.value if st is not None else math.nan
-        score = value if spec.rule.source == "score" else _threshold_score(spec.rule, value)
+        score = (
+            value if spec.rule.source == "score" else _threshold_score(spec.rule, value)
+        )
         rep = self._fold(fp, al, resolved)
         members = self.active.get(rep, {}).get("members", {fp})
         sev = spec.severity
         if sev is None:
             sev = severity(
-                score, now_ms - al["start_ms"], len(members), self.weights.get(spec.metric, 1.0)
+                score,
+                now_ms - al["start_ms"],
+                len(members),
+                self.weights.get(spec.metric, 1.0),
             )
         al["annotations"]["severity"] = f"{sev:.3f}"
         self._flapping(spec, fp, al, st, now_ms)
         if not resolved and (fp, al["start_ms"]) not in self.remediated:
             self.remediated.add((fp, al["start_ms"]))
             self.remediator.handle(
-                Alert(fp, dict(al["labels"]), al["start_ms"], now_ms, sev, score,
-                      al["annotations"].get("summary", spec.name),
-                      annotations=dict(al["annotations"])),
+                Alert(
+                    fp,
+                    dict(al["labels"]),
+                    al["start_ms"],
+                    now_ms,
+                    sev,
+                    score,
+                    al["annotations"].get("summary", spec.name),
+                    annotations=dict(al["annotations"]),
+                ),
                 now_ms,
             )
         if resolved:
@@ -623,7 +685,11 @@ class AlertLifecycle:
             summary = al["annotations"].get("summary", "")
             if self.similarity is not None:
                 found = self._similar.best(
-                    al["labels"], summary, al["start_ms"], self.dedup_window_ms, self.similarity
+                    al["labels"],
+                    summary,
+                    al["start_ms"],
+                    self.dedup_window_ms,
+                    self.similarity,
                 )
                 rep = fp if found is None else found
             self.rep_of[fp] = rep
@@ -640,7 +706,9 @@ class AlertLifecycle:
                 }
             else:
                 self.active[rep]["members"].add(fp)
-                logger.info("alert folded by similarity: fingerprint=%s into %s", fp, rep)
+                logger.info(
+                    "alert folded by similarity: fingerprint=%s into %s", fp, rep
+                )
         if rep is None:
             return fp
         entry = self.active.get(rep)
@@ -663,7 +731,12 @@ class AlertLifecycle:
         self._similar.discard(rep)
 
     def _flapping(
-        self, spec: RuleSpec, fp: str, al: dict[str, Any], st: RuleState | None, now_ms: int
+        self,
+        spec: RuleSpec,
+        fp: str,
+        al: dict[str, Any],
+        st: RuleState | None,
+        now_ms: int,
     ) -> None:
         is_flapping = st is not None and st.flapping and "end_ms" not in al
         if is_flapping and fp not in self.flapping:
@@ -673,8 +746,11 @@ class AlertLifecycle:
             if spec.flapping in ("notify_once", "suppress"):
                 matchers = [Matcher(k, "=", v) for k, v in sorted(al["labels"].items())]
                 sid = self.router.add_silence(
-                    matchers, now_ms + 365 * 86_400_000, now_ms,
-                    author="obscore", comment=f"flapping ({spec.flapping}) since {now_ms}",
+                    matchers,
+                    now_ms + 365 * 86_400_000,
+                    now_ms,
+                    author="obscore",
+                    comment=f"flapping ({spec.flapping}) since {now_ms}",
                 )
                 self.flap_silences[fp] = sid
         elif not is_flapping and fp in self.flapping:
@@ -687,17 +763,30 @@ class AlertLifecycle:
                 # announce the alert as firing once more
                 self._unmute.append(sid)
 
-    def _notify_flapping(self, al: dict[str, Any], now_ms: int, resolved: bool = False) -> None:
+    def _notify_flapping(
+        self, al: dict[str, Any], now_ms: int, resolved: bool = False
+    ) -> None:
         """One notification, outside the groups, that an alert started (or stopped) flapping."""
         labels = dict(al["labels"])
         end_ms = now_ms if resolved else now_ms + self.router.resolve_timeout_ms
         rec = AlertRecord(
-            fingerprint(labels), labels, {**al["annotations"], "flapping": "true"},
-            al["start_ms"], end_ms, now_ms, not resolved, "",
+            fingerprint(labels),
+            labels,
+            {**al["annotations"], "flapping": "true"},
+            al["start_ms"],
+            end_ms,
+            now_ms,
+            not resolved,
+            "",
         )
         notes = [
-            Notification(route.receiver, f"flapping:{route.key}:{rec.fingerprint}",
-                         labels, (rec,), now_ms)
+            Notification(
+                route.receiver,
+                f"flapping:{route.key}:{rec.fingerprint}",
+                labels,
+                (rec,),
+                now_ms,
+            )
             for route in self.router.route.match(labels)
         ]
         self.notifications.extend(notes)
@@ -711,7 +800,10 @@ class AlertLifecycle:
         return self.router.post(items, now_ms) if items else 0
 
     def sync_alerts(
-        self, alerts: Iterable[Alert], data_end_ms: int | None, now_ms: int,
+        self,
+        alerts: Iterable[Alert],
+        data_end_ms: int | None,
+        now_ms: int,
         firing_margin_ms: int = 20 * 60_000,
     ) -> int:
         """Post the pipeline's alerts (already folded by its ``AlertBook``) that are new, changed or firing.
@@ -730,7 +822,9 @@ class AlertLifecycle:
         """
         posts = []
         for al in alerts:
-            firing = data_end_ms is not None and al.end_ms >= data_end_ms - firing_margin_ms
+            firing = (
+                data_end_ms is not None and al.end_ms >= data_end_ms - firing_margin_ms
+            )
             key = [al.end_ms, firing]
             seen = self.posted.get(al.fingerprint)
             if seen == key and not firing:
@@ -747,7 +841,9 @@ class AlertLifecycle:
             if al.incident_id is not None:
                 annotations["incident_id"] = str(al.incident_id)
             item: dict[str, Any] = {
-                "labels": al.labels, "annotations": annotations, "start_ms": al.start_ms,
+                "labels": al.labels,
+                "annotations": annotations,
+                "start_ms": al.start_ms,
             }
             if not firing:
                 item["end_ms"] = max(al.end_ms, al.start_ms)
@@ -785,7 +881,10 @@ class AlertLifecycle:
         """
         self.apply_requests(now_ms)
         if read is not None and self.specs:
-            values = {name: self.values(spec, read, now_ms) for name, spec in self.specs.items()}
+            values = {
+                name: self.values(spec, read, now_ms)
+                for name, spec in self.specs.items()
+            }
             self.evaluate(values, now_ms)
         return self.tick(now_ms)
 
@@ -796,7 +895,9 @@ class AlertLifecycle:
         self.delivery.submit(notes, now_ms)
         self.delivery.poll(now_ms)
         self._refresh_alertmanagers(now_ms)
-        self.last_step_ms = now_ms if self.last_step_ms is None else max(self.last_step_ms, now_ms)
+        self.last_step_ms = (
+            now_ms if self.last_step_ms is None else max(self.last_step_ms, now_ms)
+        )
         self.save()
         return notes
 
@@ -815,20 +916,30 @@ class AlertLifecycle:
                 continue
             self._am_sent[name] = now_ms
             for key, alerts in self.router.groups_of(name):
-                firing = tuple(a for a in alerts if not a.is_resolved_at(now_ms)
-                               and not self.router.is_muted(a.labels, now_ms))
+                firing = tuple(
+                    a
+                    for a in alerts
+                    if not a.is_resolved_at(now_ms)
+                    and not self.router.is_muted(a.labels, now_ms)
+                )
                 if not firing:
                     continue
                 try:
                     notifier.send(Notification(name, key, {}, firing, now_ms))
                 except NotifyError as exc:
-                    logger.warning("alertmanager refresh failed: receiver=%s: %s", name, exc)
+                    logger.warning(
+                        "alertmanager refresh failed: receiver=%s: %s", name, exc
+                    )
 
     def _delivered(self, note: Notification) -> None:
-        if self.store is not None:  # at once: a crash after a delivery must not resend it
+        if (
+            self.store is not None
+        ):  # at once: a crash after a delivery must not resend it
             state = self.delivery.state()
             self.store.save("delivery", state)
-            self._saved["delivery"] = json.dumps(state, sort_keys=True, separators=(",", ":"))
+            self._saved["delivery"] = json.dumps(
+                state, sort_keys=True, separators=(",", ":")
+            )
 
     # --- requests from the command line -----------------------------------------------
 
@@ -852,8 +963,12 @@ class AlertLifecycle:
                 self.apply(req, now_ms)
                 done += 1
             except (ValueError, KeyError, ConfigError) as exc:
-                logger.warning("alert request skipped: %s line after offset %d: %s",
-                               REQUESTS_FILE, self.requests_offset, exc)
+                logger.warning(
+                    "alert request skipped: %s line after offset %d: %s",
+                    REQUESTS_FILE,
+                    self.requests_offset,
+                    exc,
+                )
         if end:
             self.requests_offset += end
             self.save()
@@ -872,9 +987,13 @@ class AlertLifecycle:
         kind = req.get("kind")
         if kind == "silence":
             self.router.add_silence(
-                list(req["matchers"]), int(req["end_ms"]), now_ms,
-                start_ms=int(req.get("start_ms", now_ms)), author=str(req.get("author", "")),
-                comment=str(req.get("comment", "")), silence_id=req.get("id"),
+                list(req["matchers"]),
+                int(req["end_ms"]),
+                now_ms,
+                start_ms=int(req.get("start_ms", now_ms)),
+                author=str(req.get("author", "")),
+                comment=str(req.get("comment", "")),
+                silence_id=req.get("id"),
             )
         elif kind == "expire_silence":
             if req["id"] not in self.router.silences:
@@ -899,12 +1018,21 @@ class AlertLifecycle:
         return {
             "version": 1,
             "rules": [
-                {"rule": name, **st.to_dict(), "value": None if math.isnan(st.value) else st.value}
+                {
+                    "rule": name,
+                    **st.to_dict(),
+                    "value": None if math.isnan(st.value) else st.value,
+                }
                 for (name, _), st in self.evaluator.states.items()
             ],
             "rep_of": self.rep_of,
             "active": [
-                {**e, "fingerprint": fp, "members": sorted(e["members"]), "firing": sorted(e["firing"])}
+                {
+                    **e,
+                    "fingerprint": fp,
+                    "members": sorted(e["members"]),
+                    "firing": sorted(e["firing"]),
+                }
                 for fp, e in self.active.items()
             ],
             "flapping": self.flapping,
@@ -950,10 +1078,15 @@ class AlertLifecycle:
             if item["rule"] not in self.evaluator.rules:
                 continue
             st = RuleState(
-                dict(item["labels"]), item["state"], int(item["pending_since_ms"]),
-                int(item["active_since_ms"]), int(item["last_true_ms"]),
+                dict(item["labels"]),
+                item["state"],
+                int(item["pending_since_ms"]),
+                int(item["active_since_ms"]),
+                int(item["last_true_ms"]),
                 math.nan if item.get("value") is None else float(item["value"]),
-                int(item["fired"]), deque(item["changes"]), bool(item["flapping"]),
+                int(item["fired"]),
+                deque(item["changes"]),
+                bool(item["flapping"]),
             )
             self.evaluator.states[(item["rule"], fingerprint(st.labels))] = st
         self.rep_of = dict(own.get("rep_of", {}))
@@ -974,8 +1107,11 @@ class AlertLifecycle:
         self.last_eval_ms = {k: int(v) for k, v in own.get("last_eval_ms", {}).items()}
         self.posted = {k: list(v) for k, v in own.get("posted", {}).items()}
         self.last_step_ms = own.get("last_step_ms")
-        logger.info("alert lifecycle restored: %d rule states, %d active folded alerts",
-                    len(self.evaluator.states), len(self.active))
+        logger.info(
+            "alert lifecycle restored: %d rule states, %d active folded alerts",
+            len(self.evaluator.states),
+            len(self.active),
+        )
 
 
 def replay_notifications(
