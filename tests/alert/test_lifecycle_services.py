@@ -158,3 +158,21 @@ def test_alerts_forwarded_to_a_real_alertmanager_show_in_its_v2_api(tmp_path, al
     assert set(active) == {"a"}
     # host a was posted again while firing: Alertmanager moved its end (resolve timeout) on
     assert active["a"]["endsAt"] > first_end["a"]
+
+
+def test_a_cli_silence_reaches_a_running_server_at_its_next_alert_post(tmp_path):
+    from obscore.cli import main
+
+    eng = _engine(tmp_path)
+    now = time.time_ns() // 1_000_000
+    with TestClient(create_app(eng, token=TOKEN, clock=lambda: now + 1_000)) as client:
+        assert main(["silence", "--data", str(tmp_path / "data"), "--matcher", "host=b",
+                     "--duration", "1h", "--author", "cli", "--comment", "reboot"]) == 0
+        res = client.post("/api/v2/alerts", json=[{"labels": {"alertname": "Up", "host": "b"}}],
+                          headers=AUTH)
+        assert res.status_code == 200, res.text
+        (alert,) = client.get("/api/v2/alerts").json()
+        (silence,) = client.get("/api/v2/silences").json()
+        assert alert["status"]["silencedBy"] == [silence["id"]]
+        assert silence["createdBy"] == "cli" and silence["comment"] == "reboot"
+    eng.close()

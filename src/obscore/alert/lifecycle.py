@@ -890,6 +890,7 @@ class AlertLifecycle:
 
     def tick(self, now_ms: int) -> list[Notification]:
         """Flush the groups due by ``now_ms``, send their notifications, run retries, save."""
+        self.apply_requests(now_ms)  # also when only the server's desk steps the router
         notes = self.router.tick(now_ms)
         self.notifications.extend(notes)
         self.delivery.submit(notes, now_ms)
