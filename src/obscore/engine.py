@@ -31,6 +31,7 @@ from obscore.errors import DroppedDataWarning, InvalidSampleError, UnknownMetric
 from obscore.ingest.limits import CardinalityGuard
 from obscore.ingest.sampling import AdaptiveSampler
 from obscore.model import (
+    SAMPLE_SCHEMA,
     LabelSet,
     MetricKind,
     MetricSpec,
@@ -49,6 +50,7 @@ from obscore.pipeline import (
     raise_alerts,
 )
 from obscore.runner import PipelineRunner
+from obscore.store.blocks import BlockStore, CompactResult, TierSettings
 from obscore.store.hot import HotStore, IngestResult
 from obscore.store.query import QueryEngine
 from obscore.store.tiers import RollupTiers
@@ -227,7 +229,7 @@ class Engine:
             self.config.rollup_steps_ms,
             self.data_dir / "rollups" if self.data_dir is not None else None,
         )
-        self.queries = QueryEngine(self.index, self.hot.read, self.config.metrics)
+        self.queries = QueryEngine(self.index, self._read, self.config.metrics)
         self.catalogue = catalogue if catalogue is not None else from_config(self.config.raw)
         if dependencies:
             for name, callees in dependencies.items():
@@ -260,6 +262,10 @@ class Engine:
         self._series_cache: dict[str, int] = {}
         self.wal: WriteAheadLog | None = None
         self.wal_damage = None
+        self.blocks: BlockStore | None = None  # the on-disk tiers, with a data_dir
+        self._last_compact_ms: int | None = None
+        self._logged_since_rewrite = 0  # samples in the log since it was rewritten
+        self._flushed_since_rewrite = 0  # of them, samples since flushed to blocks
         self._runner: PipelineRunner | None = None
         self._ticker: threading.Thread | None = None
         self._ticker_stop = threading.Event()
@@ -326,7 +332,12 @@ class Engine:
     def record(
         self, name: str, labels: Mapping[str, str], value: float, ts_ms: int | None = None
     ) -> None:
-        """Record one sample; it is stored at the next flush (or query).
+        """Record one sample; it is in the hot tier at the next flush (or query).
+
+        With a data directory the sample is written to the write-ahead log
+        before this returns, so it survives a crash of the process; it is
+        fsynced (survives a power loss) when :meth:`flush` returns, which a
+        query and every 10,000th recorded sample do too.
 
         A sample of a new series that would pass a series limit is dropped,
         counted and warned about once per metric (see ``guard``).
@@ -339,7 +350,12 @@ class Engine:
                     return
                 self._add_series(name, labels)
         ts = _now_ms() if ts_ms is None else int(ts_ms)
-        self._pending.append((sid, ts, float(value)))
+        if self.wal is not None:
+            with self._lock:
+                self.wal.append_sample(sid, ts, float(value))
+                self._pending.append((sid, ts, float(value)))
+        else:
+            self._pending.append((sid, ts, float(value)))
         if len(self._pending) >= 10_000:
             self.flush()
 
@@ -394,7 +410,10 @@ class Engine:
                 return IngestResult()
             ids, ts, values = zip(*self._pending)
             self._pending.clear()
-            return self._store(sample_table(np.array(ids, np.uint64), np.array(ts), np.array(values)))
+            table = sample_table(np.array(ids, np.uint64), np.array(ts), np.array(values))
+            if self.wal is not None:
+                self.wal.settle()  # record() wrote these samples to the log already
+            return self._store(table, logged=True)
 
     def ingest(self, data: Any, index: SeriesIndex | None = None) -> IngestResult:
         """Store an Arrow sample batch.
@@ -507,12 +526,15 @@ class Engine:
         except UnknownMetricError:
             return False
 
-    def _store(self, table: pa.Table) -> IngestResult:
-        if self.wal is not None:
+    def _store(self, table: pa.Table, logged: bool = False) -> IngestResult:
+        if self.wal is not None and not logged:
             self.wal.append_samples(
                 table["series_id"].to_numpy(), table["ts"].to_numpy(), table["value"].to_numpy()
             )
         result = self.hot.ingest(table)
+        if self.blocks is not None and table.num_rows:
+            self._logged_since_rewrite += table.num_rows
+            self._cut_blocks()
         self.samples_ingested += result.stored
         for reason, n in result.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + n
@@ -528,6 +550,104 @@ class Engine:
                 stacklevel=3,
             )
         return result
+
+    # --- storage tiers -------------------------------------------------------
+
+    def _read(self, sid: int, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """One series over ``[start_ms, end_ms)``: the hot tier, stitched with the
+        on-disk tiers when there is a data directory."""
+        if self.blocks is None:
+            return self.hot.read(sid, start_ms, end_ms)
+        return self.blocks.read(sid, start_ms, end_ms, self.hot.read)
+
+    def _cut_blocks(self) -> None:
+        """Flush every series' complete blocks from the hot tier to raw Parquet blocks.
+
+        Called under the lock after each stored batch.  A block is complete
+        for a series once its newest sample is ``out_of_order_window`` past
+        the block's end; later samples before it are refused (``too_old``) by
+        the sample rules anyway.  The write-ahead log is rewritten to hold
+        only what the blocks do not, once the blocks hold at least half of it.
+        """
+        assert self.blocks is not None and self.wal is not None
+        ids, untils = self.hot.due(self.blocks.settings.block_ms, self.config.out_of_order_ms)
+        if len(ids) == 0:
+            return
+        floors = dict(zip(ids.tolist(), untils.tolist()))
+        olds = np.array([self.hot.floor(sid) for sid in floors], np.int64)
+        parts = []
+        # series sharing their old and new floor (usually all) are read in one go
+        pairs = np.stack([olds, untils])
+        for lo, hi in np.unique(pairs, axis=1).T.tolist():
+            group = np.sort(ids[(olds == lo) & (untils == hi)])
+            parts.append(self.hot.read_table(group, lo, hi))
+        table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        written = self.blocks.write_raw(table, floors)
+        for sid, until in floors.items():
+            self.hot.set_floor(sid, until)
+        self._flushed_since_rewrite += table.num_rows
+        if written:
+            logger.info("flushed %d samples of %d series to %d raw blocks",
+                        table.num_rows, len(floors), len(written))
+        if self._flushed_since_rewrite * 2 >= max(self._logged_since_rewrite, 1) and self._flushed_since_rewrite:
+            self._rewrite_wal()
+
+    def _hot_unflushed(self) -> pa.Table:
+        """The hot tier's samples not yet in blocks (at or after each series' floor)."""
+        ids = self.hot.series_ids()
+        if len(ids) == 0:
+            return SAMPLE_SCHEMA.empty_table()
+        floors = np.array([self.hot.floor(sid) for sid in ids.tolist()], np.int64)
+        parts = [self.hot.read_table(ids[floors == lo], lo) for lo in np.unique(floors).tolist()]
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+
+    def _rewrite_wal(self) -> None:
+        assert self.wal is not None
+        series = [(sid, self.index.name(sid), dict(self.index.labels(sid))) for sid in self.index]
+        hot = self._hot_unflushed()
+        batches = [(hot["series_id"].to_numpy(), hot["ts"].to_numpy(), hot["value"].to_numpy())]
+        if self._pending:
+            ids, ts, values = zip(*self._pending)
+            batches.append((np.array(ids, np.uint64), np.array(ts, np.int64), np.array(values)))
+        self.wal.rewrite(series, batches)
+        self._logged_since_rewrite = sum(len(b[0]) for b in batches)
+        self._flushed_since_rewrite = 0
+
+    def compact(self, now_ms: int | None = None) -> CompactResult | None:
+        """Flush complete raw blocks, downsample them to the warm and cold tiers
+        and delete blocks past retention (see :mod:`obscore.store.blocks`).
+
+        Parameters
+        ----------
+        now_ms : int, optional
+            The time retention is measured from (default: the wall clock).
+
+        Returns
+        -------
+        CompactResult or None
+            The blocks written and pruned; None without a data directory.
+        """
+        if self.blocks is None:
+            return None
+        self.flush()
+        now = _now_ms() if now_ms is None else int(now_ms)
+        with self._lock:
+            self._cut_blocks()
+            result = self.blocks.compact(now, self.counter_ids())
+        self._last_compact_ms = now
+        logger.info(
+            "compaction at ts %d: %d blocks written, %d pruned (%s)",
+            now, len(result.written), len(result.pruned),
+            ", ".join(f"{b.tier}/{b.path.name}" for b in result.pruned) or "none",
+        )
+        return result
+
+    def _compact_if_due(self, now_ms: int) -> None:
+        if self.blocks is None:
+            return
+        due = self.blocks.settings.compact_interval_ms
+        if self._last_compact_ms is None or now_ms - self._last_compact_ms >= due:
+            self.compact(now_ms)
 
     # --- sampling, scraping, self-metrics -------------------------------------
 
@@ -1110,6 +1230,10 @@ class Engine:
                     self.tick(clock())
                 except Exception:
                     logger.exception("pipeline tick failed; the next tick tries again")
+                try:
+                    self._compact_if_due(_now_ms())
+                except Exception:
+                    logger.exception("compaction failed; the next tick tries again")
 
         self._ticker = threading.Thread(target=loop, name="obscore-pipeline", daemon=True)
         self._ticker.start()
@@ -1179,6 +1303,10 @@ class Engine:
             t = pq.read_table(idx_path)
             for name, labels in zip(t["name"].to_pylist(), t["labels"].to_pylist()):
                 self.index.add(name, dict(labels))
+        self.blocks = BlockStore(self.data_dir / "blocks", TierSettings.from_config(self.config))
+        # before the log's series are replayed: a floor holds for them too
+        for sid, floor in self.blocks.floors.items():
+            self.hot.set_floor(sid, floor)
         if raw_path.exists():
             self.hot.ingest(pq.read_table(raw_path))
         self._api_services.update(self.catalogue.load_services(self.data_dir / "services.json"))
@@ -1206,7 +1334,9 @@ class Engine:
         self.flush()
         if self.data_dir is not None and self.wal is not None:
             _write_atomic(self.index.to_table(), self.data_dir / "series.parquet")
-            _write_atomic(self.hot.read_table(), self.data_dir / "samples.parquet")
+            _write_atomic(
+                self._hot_unflushed(), self.data_dir / "samples.parquet"
+            )
             self.wal.reset()
             self.wal.close()
             self.wal = None

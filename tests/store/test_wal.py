@@ -157,3 +157,81 @@ def test_sigkill_during_ingest_loses_no_acknowledged_sample(tmp_path):
     # nothing invented: every stored value belongs to a batch that was started
     counts = np.bincount(table["value"].to_numpy().astype(int))
     assert all(counts[v] == 500 for v in values)
+
+
+TIERED_WRITER = textwrap.dedent(
+    """
+    import sys
+    import time
+    import numpy as np
+    from obscore import Engine
+    from obscore.config import load_config
+    from obscore.model import SeriesIndex, sample_table
+    # 1m blocks and a 1s out-of-order window: blocks are cut and the log is
+    # rewritten every few batches, so kills land in those steps too
+    config = load_config(overrides={"store": {
+        "block_duration": "1m", "warm_step": "1m", "cold_step": "1m",
+        "out_of_order_window": "1s"}})
+    eng = Engine(sys.argv[1], config=config)
+    mode, k = sys.argv[3], int(sys.argv[2])
+    index = SeriesIndex()
+    sids = [index.add("cpu_usage", {"host": f"h{i}", "service": "s"}) for i in range(20)]
+    stop = k + 15
+    while k < stop:
+        ts = 1_700_000_000_000 + k * 10_000 + np.arange(25) * 400
+        if mode == "record":
+            for i in range(500):
+                eng.record("cpu_usage", {"host": f"h{i % 20}", "service": "s"}, float(k), int(ts[i // 20]))
+            if k % 3 == 0:
+                eng.flush()  # into the hot tier, where blocks are cut
+        else:
+            ids = np.array(sids, np.uint64)[np.arange(500) % 20]
+            eng.ingest(sample_table(ids, np.repeat(ts, 20), np.full(500, float(k))), index)
+        print(k, flush=True)
+        k += 1
+        time.sleep(0.005)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["record", "ingest"])
+def test_sigkill_while_blocks_are_cut_loses_no_acknowledged_sample(tmp_path, mode):
+    rng = np.random.default_rng(11)
+    acked: set[int] = set()
+    started = 0
+    for _ in range(20):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TIERED_WRITER, str(tmp_path), str(started), mode],
+            stdout=subprocess.PIPE, text=True,
+        )
+        first = proc.stdout.readline()
+        assert first, "the writer died before acknowledging anything"
+        time.sleep(rng.uniform(0.0, 0.1))
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        done = [int(first)] + [int(x) for x in out.split()]
+        acked.update(done)
+        started = max(done) + 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DroppedDataWarning)
+        eng = Engine(tmp_path)
+    assert eng.blocks.blocks("raw"), "no block was cut: the test did not test blocks"
+    values = []
+    for sid in eng.index:
+        values.append(eng._read(sid, 0, 2**62)[1])
+    values = np.concatenate(values).astype(int)
+    assert acked <= set(values.tolist()), f"lost acknowledged batches {sorted(acked - set(values.tolist()))[:5]}"
+    counts = np.bincount(values)
+    # nothing invented and nothing twice: a stored batch is whole (a record
+    # batch cut by the kill may be partial, but never beyond 500)
+    stored = set(values.tolist())
+    if mode == "ingest":
+        assert all(counts[v] == 500 for v in stored), {v: int(counts[v]) for v in stored if counts[v] != 500}
+    else:
+        over = {v: int(counts[v]) for v in stored if counts[v] > 500}
+        assert not over, f"batches stored more than once: {over}"
+        short = {v: int(counts[v]) for v in acked if counts[v] != 500}
+        assert not short, f"acknowledged batches not whole: {short}"
+

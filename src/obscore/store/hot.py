@@ -115,7 +115,13 @@ class HotStore:
         self._rings = RingBuffers(self.capacity, 0)
         self._slot_of: dict[int, int] = {}
         self._ids = np.empty(0, dtype=np.uint64)
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None  # sorted ids, their slots
         self.samples_stored = 0
+        # per slot: the floor (older samples are in blocks, see
+        # obscore.store.blocks; a late sample before it is dropped as too_old)
+        # and the newest ts seen
+        self._floor = np.empty(0, dtype=np.int64)
+        self._newest = np.empty(0, dtype=np.int64)
 
     # --- slots ---------------------------------------------------------------
 
@@ -130,6 +136,8 @@ class HotStore:
             slot = self._rings.add_series(1)
             self._slot_of[sid] = slot
             self._ids = np.append(self._ids, np.uint64(sid))
+            self._floor = np.append(self._floor, np.int64(INT64_MIN))
+            self._newest = np.append(self._newest, np.int64(INT64_MIN))
         return slot
 
     def has(self, sid: int) -> bool:
@@ -140,12 +148,33 @@ class HotStore:
 
     def _slots_for(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Slot per row (-1 for ids not in the index) and the unknown mask."""
-        uniq, inverse = np.unique(ids, return_inverse=True)
-        uslots = np.empty(len(uniq), dtype=np.int64)
-        for i, sid in enumerate(uniq.tolist()):
-            uslots[i] = self.slot(sid) if sid in self.index else -1
-        slots = uslots[inverse]
-        return slots, slots < 0
+        slots = self._lookup(ids)
+        unknown = slots < 0
+        if unknown.any():
+            fresh = [sid for sid in np.unique(ids[unknown]).tolist() if sid in self.index]
+            if fresh:
+                for sid in fresh:
+                    self.slot(sid)
+                slots = self._lookup(ids)
+                unknown = slots < 0
+        # a series may have left the index since its slot was made
+        held = np.flatnonzero(np.bincount(slots[~unknown], minlength=len(self._ids)))
+        gone = [s for s, sid in zip(held.tolist(), self._ids[held].tolist()) if sid not in self.index]
+        if gone:
+            unknown |= np.isin(slots, gone)
+            slots = np.where(unknown, -1, slots)
+        return slots, unknown
+
+    def _lookup(self, ids: np.ndarray) -> np.ndarray:
+        """Slot per id by binary search over the ids held (-1 where none)."""
+        if self._by_id is None or len(self._by_id[0]) != len(self._ids):
+            order = np.argsort(self._ids)
+            self._by_id = (self._ids[order], order.astype(np.int64))
+        known, slot_of = self._by_id
+        if len(known) == 0:
+            return np.full(len(ids), -1, np.int64)
+        pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+        return np.where(known[pos] == ids, slot_of[pos], -1)
 
     # --- write ---------------------------------------------------------------
 
@@ -167,10 +196,24 @@ class HotStore:
             )
             keep = ~unknown
             slots, ts, values = slots[keep], ts[keep], values[keep]
+        flushed = ts < self._floor[slots]
+        if flushed.any():
+            first = int(np.flatnonzero(flushed)[0])
+            sid = int(self._ids[slots[first]])
+            result.dropped["too_old"] = result.dropped.get("too_old", 0) + int(flushed.sum())
+            result.first_bad["too_old"] = (
+                f"{self.index.describe(sid)} at ts {int(ts[first])} "
+                f"(before {int(self._floor[slots[first]])}, already flushed to a block)"
+            )
+            keep = ~flushed
+            slots, ts, values = slots[keep], ts[keep], values[keep]
         order = np.lexsort((ts, slots))
         slots = np.ascontiguousarray(slots[order])
         ts = np.ascontiguousarray(ts[order])
         values = np.ascontiguousarray(values[order])
+        if len(slots):
+            ends = np.append(np.flatnonzero(slots[1:] != slots[:-1]), len(slots) - 1)
+            np.maximum.at(self._newest, slots[ends], ts[ends])
         status = np.empty(len(ts), dtype=np.uint8)
         result.stored = int(self._rings.push(slots, ts, values, status))
         for i in np.flatnonzero(status != _STORED).tolist():
@@ -210,6 +253,27 @@ class HotStore:
             return "too_old"
         self._late.setdefault(slot, {})[ts] = value
         return "stored"
+
+    # --- floors (see obscore.store.blocks) ------------------------------------
+
+    def floor(self, sid: int) -> int:
+        """Where the hot tier's part of a series starts (INT64_MIN: all of it)."""
+        slot = self._slot_of.get(sid)
+        return INT64_MIN if slot is None else int(self._floor[slot])
+
+    def set_floor(self, sid: int, floor_ms: int) -> None:
+        """Hand the samples of a series before ``floor_ms`` over to blocks."""
+        slot = self.slot(sid)
+        self._floor[slot] = int(floor_ms)
+
+    def due(self, block_ms: int, out_of_order_ms: int) -> tuple[np.ndarray, np.ndarray]:
+        """Series with a whole block no late sample can still reach: their ids
+        and new floors (the last block boundary ``out_of_order_ms`` behind their
+        newest sample)."""
+        seen = self._newest > INT64_MIN
+        until = np.where(seen, (self._newest - out_of_order_ms) // block_ms * block_ms, INT64_MIN)
+        pick = np.flatnonzero(until > self._floor)
+        return self._ids[pick], until[pick]
 
     # --- read ----------------------------------------------------------------
 

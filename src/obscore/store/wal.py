@@ -26,7 +26,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,7 @@ _HEADER = struct.Struct("<III")
 _KIND_SAMPLES = 1
 _KIND_SERIES = 2
 _MAX_PAYLOAD = 1 << 31
+_ONE_SAMPLE = struct.Struct("<BIQqd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,7 @@ class WriteAheadLog:
         self.fsync_ms = int(fsync_ms)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         self._last_sync = time.monotonic()
+        self._unsynced = False
         self.bytes_written = 0
 
     def replay(self) -> Replay:
@@ -172,22 +174,79 @@ class WriteAheadLog:
         )
         return out
 
-    def _write(self, payload: bytes) -> None:
+    def _write(self, payload: bytes, sync: bool = True) -> None:
         frame = _frame(payload)
         view = memoryview(frame)
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
         self.bytes_written += len(frame)
+        if not sync:
+            self._unsynced = True
+            return
         now = time.monotonic()
         if self.fsync_ms == 0 or (now - self._last_sync) * 1000 >= self.fsync_ms:
             os.fsync(self._fd)
             self._last_sync = now
+            self._unsynced = False
 
-    def append_samples(self, ids: np.ndarray, ts: np.ndarray, values: np.ndarray) -> None:
-        """Append one sample batch as one record (and sync per the policy)."""
+    def append_samples(
+        self, ids: np.ndarray, ts: np.ndarray, values: np.ndarray, *, sync: bool = True
+    ) -> None:
+        """Append one sample batch as one record (and sync per the policy).
+
+        With ``sync=False`` the record is written to the file (it survives a
+        crash of the process) and synced with the next synced append or
+        :meth:`sync`.
+        """
         if len(ids):
-            self._write(_encode_samples(ids, ts, values))
+            self._write(_encode_samples(ids, ts, values), sync)
+
+    def append_sample(self, sid: int, ts: int, value: float) -> None:
+        """Append one sample as its own record, written but not synced (see
+        :meth:`settle`): it survives a crash of the process from here on."""
+        self._write(_ONE_SAMPLE.pack(_KIND_SAMPLES, 1, sid, ts, value), sync=False)
+
+    def settle(self) -> None:
+        """Sync records written with ``sync=False``, as the fsync policy says."""
+        if not self._unsynced:
+            return
+        now = time.monotonic()
+        if self.fsync_ms == 0 or (now - self._last_sync) * 1000 >= self.fsync_ms:
+            self.sync()
+
+    def rewrite(
+        self,
+        series: Iterable[tuple[int, str, dict[str, str]]],
+        batches: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ) -> None:
+        """Replace the log by these series and sample batches, atomically.
+
+        Used once older samples are safe in blocks: the new log is written to
+        a temporary file, synced and renamed over the old one, so a crash
+        leaves either log whole.
+        """
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as fh:
+            for sid, name, labels in series:
+                payload = json.dumps([sid, name, labels], separators=(",", ":")).encode("utf-8")
+                fh.write(_frame(bytes([_KIND_SERIES]) + payload))
+            for ids, ts, values in batches:
+                for lo in range(0, len(ids), 1 << 20):
+                    hi = lo + (1 << 20)
+                    fh.write(_frame(_encode_samples(ids[lo:hi], ts[lo:hi], values[lo:hi])))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        dfd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        self._unsynced = False
+        logger.info("wal rewritten: %d bytes in %s", self.path.stat().st_size, self.path)
 
     def append_series(self, sid: int, name: str, labels: dict[str, str]) -> None:
         payload = json.dumps([sid, name, labels], separators=(",", ":")).encode("utf-8")
@@ -200,6 +259,8 @@ class WriteAheadLog:
 
     def sync(self) -> None:
         os.fsync(self._fd)
+        self._last_sync = time.monotonic()
+        self._unsynced = False
 
     def close(self) -> None:
         if self._fd >= 0:
