@@ -196,13 +196,14 @@ def _sorted(table: pa.Table) -> pa.Table:
 class _Loaded:
     """A block read into memory with the row range of each series."""
 
-    __slots__ = ("columns", "ids", "starts", "stops")
+    __slots__ = ("columns", "ids", "nbytes", "starts", "stops")
 
     def __init__(self, table: pa.Table) -> None:
         ids = table["series_id"].to_numpy()
         self.columns = {n: table[n].to_numpy() for n in table.column_names if n != "series_id"}
         self.ids, self.starts = np.unique(ids, return_index=True)
         self.stops = np.append(self.starts[1:], len(ids))
+        self.nbytes = sum(c.nbytes for c in self.columns.values()) + 24 * len(self.ids)
 
     def rows(self, sid: int) -> slice | None:
         i = int(np.searchsorted(self.ids, np.uint64(sid)))
@@ -220,8 +221,10 @@ class BlockStore:
         The ``blocks`` folder; created when missing.
     settings : TierSettings, optional
         Block sizes, steps and retention; the defaults when None.
-    cache_blocks : int
-        Blocks kept in memory for reads (least recently used first out).
+    cache_bytes : int
+        Memory for blocks read back (least recently used first out), 256 MB
+        by default.  Reads go series by series, so a range over more blocks
+        than fit reads some of them more than once.
 
     Notes
     -----
@@ -234,13 +237,17 @@ class BlockStore:
     """
 
     def __init__(
-        self, directory: str | Path, settings: TierSettings | None = None, cache_blocks: int = 64
+        self,
+        directory: str | Path,
+        settings: TierSettings | None = None,
+        cache_bytes: int = 256 << 20,
     ) -> None:
         self.directory = Path(directory)
         self.settings = settings or TierSettings()
         self.steps_ms = {"warm": self.settings.warm_step_ms, "cold": self.settings.cold_step_ms}
         self._cache: OrderedDict[Path, _Loaded] = OrderedDict()
-        self._cache_blocks = int(cache_blocks)
+        self._cache_bytes = int(cache_bytes)
+        self._cached = 0
         self._blocks: dict[str, list[Block]] = {}
         for tier in TIERS:
             folder = self.directory / tier
@@ -393,7 +400,8 @@ class BlockStore:
                     )
                     continue
                 block.path.unlink(missing_ok=True)
-                self._cache.pop(block.path, None)
+                gone = self._cache.pop(block.path, None)
+                self._cached -= gone.nbytes if gone is not None else 0
                 self._blocks[tier].remove(block)
                 self.rolled.get(tier, set()).discard(block.path.name)
                 out.pruned.append(block)
@@ -434,8 +442,9 @@ class BlockStore:
         if loaded is None:
             loaded = _Loaded(pq.read_table(block.path))
             self._cache[block.path] = loaded
-            while len(self._cache) > self._cache_blocks:
-                self._cache.popitem(last=False)
+            self._cached += loaded.nbytes
+            while self._cached > self._cache_bytes and len(self._cache) > 1:
+                self._cached -= self._cache.popitem(last=False)[1].nbytes
         else:
             self._cache.move_to_end(block.path)
         return loaded
@@ -443,7 +452,8 @@ class BlockStore:
     def read_tier(self, tier: str, sid: int, start_ms: int, end_ms: int):
         """``(ts, values, covered_from)`` of one series from one tier,
         ``start_ms <= ts < end_ms``; ``covered_from`` is the start of the
-        oldest block of the tier holding the series (None when none does).
+        oldest block overlapping the range that holds the series (None when
+        none does): a coarser tier is read only before it.
 
         Rollup tiers give one sample per step: ``last`` at the step's last ms.
         """
@@ -453,13 +463,13 @@ class BlockStore:
         for block in self._blocks[tier]:
             if block.start_ms >= end_ms:
                 break
+            if block.end_ms <= start_ms:
+                continue
             loaded = self._load(block)
             rows = loaded.rows(sid)
             if rows is None:
                 continue
             covered = block.start_ms if covered is None else min(covered, block.start_ms)
-            if block.end_ms <= start_ms:
-                continue
             cols = loaded.columns
             if tier == "raw":
                 ts, v = cols["ts"][rows], cols["value"][rows]
