@@ -317,7 +317,9 @@ def _evaluate(series, at_min: int, expr: str) -> dict[tuple, list[tuple[float, f
 def _promql_cases() -> list:
     path = SHARED_DATA / PROMQL_FILE
     if not path.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"{path} not found"))]
+        return [
+            pytest.param(None, None, None, marks=pytest.mark.skip(reason=f"{path} not found"))
+        ]
     lines = path.read_text().splitlines()
     series = _load_series(lines)
     cases = []
