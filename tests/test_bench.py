@@ -36,6 +36,28 @@ def test_baseline_round_trips_through_the_json_of_obscore_bench(tmp_path):
     assert bench.load_baseline(path) == {"histogram": 4.0}
 
 
+def test_baseline_uses_this_machines_profile_or_the_lowest_of_all(tmp_path):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"profiles": {
+        "fast box": {"ratios": {"histogram": {"ratio": 14.0}, "zscore": {"ratio": 5.0}}},
+        "slow box": {"ratios": {"histogram": {"ratio": 10.0}, "zscore": {"ratio": 6.0}}},
+    }}))
+    assert bench.load_baseline(path, profile="fast box") == {"histogram": 14.0, "zscore": 5.0}
+    # a machine of an unknown kind is held to what every known kind met
+    assert bench.load_baseline(path, profile="new box") == {"histogram": 10.0, "zscore": 5.0}
+
+
+def test_save_baseline_replaces_only_this_profile(tmp_path):
+    path = tmp_path / "baseline.json"
+    path.write_text(json.dumps({"histogram": {"ours": 8.0, "reference": 1.0, "ratio": 8.0}}))
+    results = {"histogram": _result("histogram", 120.0, 10.0)}
+    assert bench.save_baseline(path, results, profile="this box") == "this box"
+    assert bench.load_baseline(path, profile="this box") == {"histogram": 12.0}
+    # the flat file it replaced is kept as the profile "unnamed"
+    assert bench.load_baseline(path, profile="unnamed") == {"histogram": 8.0}
+    assert bench.machine_profile()  # names at least the architecture
+
+
 def test_committed_baseline_names_known_kernels():
     root = Path(__file__).resolve().parents[1]
     baseline = bench.load_baseline(root / "benchmarks" / "baseline.json")

@@ -17,6 +17,7 @@ import gc
 import importlib
 import json
 import logging
+import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -432,10 +433,89 @@ def run(
 # --- the regression guard ---
 
 
-def load_baseline(path: str | Path) -> dict[str, float]:
-    """Baseline ratios ``{kernel: ratio}`` from a JSON file written by ``--json``."""
+def machine_profile() -> str:
+    """A name for this machine's kind: architecture, CPU model and widest SIMD.
+
+    Kernel ratios depend on the vector width the CPU offers (a bucketing loop
+    compiled for AVX-512 gains more over NumPy than the same loop on AVX2), so
+    the baseline keeps ratios per machine profile.
+    """
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and not model:
+                model = " ".join(value.split())
+            elif key == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    simd = next((f for f in ("avx512f", "avx2", "sse4_2", "asimd") if f in flags), "")
+    return " ".join(part for part in (platform.machine(), model, simd) if part)
+
+
+def _ratios(entries: dict[str, Any]) -> dict[str, float]:
+    return {name: float(entry["ratio"]) for name, entry in entries.items()}
+
+
+def load_baseline(path: str | Path, profile: str | None = None) -> dict[str, float]:
+    """Baseline ratios ``{kernel: ratio}`` for this machine's profile.
+
+    The file is either the flat ``{kernel: {ours, reference, ratio}}`` that
+    ``--json`` writes, or ``{"profiles": {name: {"ratios": {...}}}}`` as
+    ``--save-baseline`` writes it. With profiles, the entry of ``profile``
+    (default :func:`machine_profile`) is used when the file has one; on a
+    machine of another kind each kernel's lowest ratio over all profiles is
+    the baseline, so an unknown machine is held to what every known one met.
+    """
     data = json.loads(Path(path).read_text())
-    return {name: float(entry["ratio"]) for name, entry in data.items()}
+    if "profiles" not in data:
+        return _ratios(data)
+    profiles = {name: _ratios(p["ratios"]) for name, p in data["profiles"].items()}
+    profile = machine_profile() if profile is None else profile
+    if profile in profiles:
+        logger.info("baseline %s: profile %r", path, profile)
+        return profiles[profile]
+    logger.info("baseline %s: no profile %r, lowest ratio of %d profiles", path, profile, len(profiles))
+    lowest: dict[str, float] = {}
+    for ratios in profiles.values():
+        for name, ratio in ratios.items():
+            lowest[name] = min(ratio, lowest.get(name, ratio))
+    return lowest
+
+
+def describe_baseline(path: str | Path) -> str:
+    """Which entry of ``path`` :func:`load_baseline` uses on this machine."""
+    data = json.loads(Path(path).read_text())
+    if "profiles" not in data:
+        return f"{path} (one profile)"
+    profile = machine_profile()
+    if profile in data["profiles"]:
+        return f"{path}, profile {profile!r}"
+    return (
+        f"{path}, lowest ratio of its {len(data['profiles'])} profiles "
+        f"(none for this machine, {profile!r})"
+    )
+
+
+def save_baseline(
+    path: str | Path, results: dict[str, Result], profile: str | None = None, note: str = ""
+) -> str:
+    """Write ``results`` as the baseline of ``profile`` in ``path``, keeping
+    the other profiles (a flat file becomes the profile ``"unnamed"``)."""
+    path = Path(path)
+    data: dict[str, Any] = {"profiles": {}}
+    if path.exists():
+        old = json.loads(path.read_text())
+        data = old if "profiles" in old else {"profiles": {"unnamed": {"ratios": old}}}
+    profile = machine_profile() if profile is None else profile
+    entry: dict[str, Any] = {"ratios": {k: r.as_dict() for k, r in results.items()}}
+    if note:
+        entry["note"] = note
+    data["profiles"][profile] = entry
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return profile
 
 
 def check(

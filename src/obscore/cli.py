@@ -745,8 +745,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps({k: r.as_dict() for k, r in results.items()}, indent=2) + "\n")
         print(f"ratios written to {args.json}")
+    if args.save_baseline:
+        profile = bench.save_baseline(args.save_baseline, results)
+        print(f"baseline of profile {profile!r} written to {args.save_baseline}")
     if args.check:
         baseline = bench.load_baseline(args.check)
+        print(f"checking against {bench.describe_baseline(args.check)}")
         problems = bench.check(results, baseline, args.tolerance)
         for attempt in range(args.retries):
             if not problems:
@@ -764,7 +768,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"REGRESSION {line}")
         if problems:
             return 1
-        print(f"no kernel fell more than {args.tolerance:.0%} below {args.check}")
+        print(f"no kernel fell more than {args.tolerance:.0%} below the baseline")
     return 0
 
 
@@ -774,6 +778,7 @@ def _add_bench_command(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--full", action="store_true", help="the full sizes of benchmarks/ (default: short sizes)")
     b.add_argument("--repeat", type=int, default=3, help="timings per side; the fastest counts (default 3)")
     b.add_argument("--json", default=None, metavar="FILE", help="write {kernel: {ours, reference, ratio}} to FILE")
+    b.add_argument("--save-baseline", default=None, metavar="BASELINE", help="write these ratios as this machine profile's entry of BASELINE (other profiles kept)")
     b.add_argument("--check", default=None, metavar="BASELINE", help="exit 1 when a ratio falls below its baseline less --tolerance")
     b.add_argument("--tolerance", type=float, default=0.25, help="allowed fall below the baseline ratio (default 0.25)")
     b.add_argument("--retries", type=int, default=0, help="with --check: re-time failing kernels up to N times (default 0)")
