@@ -48,6 +48,14 @@ def test_rank_dimensions_discounts_a_dimension_already_off_before_the_segment(rn
     assert rank_dimensions(train, seg, recent)[0] == 1
 
 
+def test_rank_dimensions_puts_a_sustained_shift_above_a_single_spike(rng):
+    train = rng.normal(0.5, 0.01, size=(500, 3))
+    seg = rng.normal(0.5, 0.01, size=(20, 3))
+    seg[5, 0] = 0.85  # one row far off, the rest normal
+    seg[:, 1] += 0.3  # the whole segment off, a slightly lower peak
+    assert list(rank_dimensions(train, seg)[:2]) == [1, 0]
+
+
 def test_interpretation_labels_are_parsed_and_bad_lines_named(tmp_path):
     p = tmp_path / "m.txt"
     p.write_text("10-20:1,3\n30-31:2\n")
@@ -86,6 +94,7 @@ def test_evaluate_smd_rca_on_machines_1_2_to_1_8(shared_data):
     result = evaluate_smd_rca(shared_data / "smd")
     assert set(result["machines"]) == {f"machine-1-{i}" for i in range(2, 9)}
     assert result["segments"] == 103
-    # measured: HitRate@100% 0.767, @150% 0.890 (target 0.90 not reached)
-    assert result["hitrate@150%"] >= 0.88
-    assert result["hitrate@100%"] >= 0.75
+    # measured: HitRate@100% 0.772, @150% 0.9015 (was 0.767 / 0.890 with the
+    # peak only and the smaller of the two references)
+    assert result["hitrate@150%"] >= 0.90
+    assert result["hitrate@100%"] >= 0.76

@@ -452,14 +452,18 @@ def rank_dimensions(
 ) -> np.ndarray:
     """Dimensions of a multivariate segment, most deviating first.
 
-    A dimension's deviation from a reference is the largest
-    ``|x - median| / sd`` over the segment's rows, with the reference's
-    median and standard deviation (at least :data:`SMD_MIN_SD`).  Its score
-    is the deviation from the training (normal) data, or, with ``recent``
-    (the rows just before the segment, at least 10), the smaller of that and
-    the deviation from ``recent``: a cause dimension departs both from its
-    normal behaviour and from what it did just before.  Non-finite values
-    score 0.
+    A dimension's deviation from a reference period is the mean of its peak
+    and its mean ``|x - median| / sd`` over the segment's rows, with the
+    reference's median and standard deviation (at least
+    :data:`SMD_MIN_SD`): the peak catches a short burst, the mean a
+    sustained shift, and a dimension that does both ranks above one that
+    only spikes once.  Its score is the deviation from the training
+    (normal) data, or, with ``recent`` (the rows just before the segment, at
+    least 10), the geometric mean of that and the deviation from
+    ``recent``: a cause dimension departs both from its normal behaviour
+    and from what it did just before, and the geometric mean keeps a
+    dimension far off on one reference and barely off on the other below
+    one clearly off on both.  Non-finite values score 0.
 
     Parameters
     ----------
@@ -493,18 +497,22 @@ def rank_dimensions(
                 f"recent must be 2-d with {segment.shape[1]} columns, got {recent.shape}"
             )
         if len(recent) >= 10:
-            score = np.minimum(score, _deviation(recent, segment))
+            score = np.sqrt(score * _deviation(recent, segment))
     return np.argsort(-score, kind="stable").astype(np.int64)
 
 
 def _deviation(reference: np.ndarray, segment: np.ndarray) -> np.ndarray:
-    """Per column, max over rows of |x - median| / sd of ``reference``; 0 if none finite."""
+    """Per column, (peak + mean) / 2 over rows of |x - median| / sd of ``reference``.
+
+    Rows with a non-finite value are left out of that column; a column with
+    none finite scores 0.
+    """
     with warnings_ignored():
         med = np.nanmedian(reference, axis=0)
         sd = np.fmax(np.nan_to_num(np.nanstd(reference, axis=0)), SMD_MIN_SD)
         z = np.abs(segment - med) / sd
-        z = np.where(np.isfinite(z), z, -np.inf)
-        score = z.max(axis=0)
+        z = np.where(np.isfinite(z), z, np.nan)
+        score = 0.5 * (np.nanmax(z, axis=0) + np.nanmean(z, axis=0))
     return np.where(np.isfinite(score), score, 0.0)
 
 
