@@ -183,6 +183,8 @@ class SeriesIndex:
     _names: dict[int, str] = field(default_factory=dict)
     _labels: dict[int, LabelSet] = field(default_factory=dict)
     _by_name: dict[str, list[int]] = field(default_factory=dict)
+    # one count per series added and per series discarded (see `generation`)
+    _generation: int = 0
 
     def add(self, name: str, labels: Mapping[str, str]) -> int:
         """Register a series (idempotent) and return its id."""
@@ -191,7 +193,18 @@ class SeriesIndex:
             self._names[sid] = name
             self._labels[sid] = labels if isinstance(labels, LabelSet) else LabelSet(labels)
             self._by_name.setdefault(name, []).append(sid)
+            self._generation += 1
         return sid
+
+    @property
+    def generation(self) -> int:
+        """Series added plus series discarded so far.
+
+        A reader caching what it derived from the index compares this number:
+        when it grew by exactly as much as ``len(self)``, the only changes were
+        additions, the newest entries in iteration order.
+        """
+        return self._generation
 
     def __contains__(self, sid: object) -> bool:
         return sid in self._names
@@ -231,6 +244,7 @@ class SeriesIndex:
                 del self._by_name[name]
         for sid in gone:
             del self._names[sid], self._labels[sid]
+        self._generation += len(gone)
         return len(gone)
 
     def merge(self, other: SeriesIndex) -> None:

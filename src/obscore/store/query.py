@@ -16,6 +16,7 @@ ordinary value.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -128,7 +129,10 @@ class Matcher:
             object.__setattr__(self, "_re", compiled)
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        found = labels.get(self.name, "")
+        return self.matches_value(labels.get(self.name, ""))
+
+    def matches_value(self, found: str) -> bool:
+        """Whether a label value (``""`` for a missing label) satisfies the matcher."""
         if self.op == "=":
             return found == self.value
         if self.op == "!=":
@@ -148,6 +152,106 @@ def as_matchers(matchers) -> list[Matcher]:
     for m in matchers:
         out.append(m if isinstance(m, Matcher) else Matcher(*m))
     return out
+
+
+# --- label index: series ids per label value --------------------------------
+
+
+class LabelIndex:
+    """Postings of a :class:`SeriesIndex`: the ids of the series per label value.
+
+    ``__name__`` is indexed as a label.  A matcher is evaluated on the
+    distinct values of its label, not on every series: equality is one
+    lookup, a regex runs once per value, and the matchers' id sets are
+    intersected, smallest first.  The postings follow the series index
+    lazily: additions are indexed at the next selection, any discard
+    rebuilds them.
+
+    Parameters
+    ----------
+    index : SeriesIndex
+        The series to index; it stays the source of truth.
+
+    Notes
+    -----
+    As in Prometheus, a missing label matches as the empty string, so a
+    matcher that accepts ``""`` (``a!="x"``, ``a=~"x|"``) is applied by
+    taking away the series whose value it refuses.
+    """
+
+    def __init__(self, index: SeriesIndex) -> None:
+        self.index = index
+        self._generation = -1
+        self._postings: dict[str, dict[str, set[int]]] = {}
+        self._keys: dict[int, LabelSet] = {}
+
+    def _sync(self) -> None:
+        gen, n = self.index.generation, len(self.index)
+        if gen == self._generation:
+            return
+        added = n - len(self._keys)
+        if self._generation < 0 or gen - self._generation != added:
+            self._postings, self._keys = {}, {}
+            new = iter(self.index)
+        else:  # additions only: the newest entries of the index, in order
+            new = itertools.islice(iter(self.index), len(self._keys), None)
+        postings, keys = self._postings, self._keys
+        for sid in new:
+            name = self.index.name(sid)
+            labels = self.index.labels(sid)
+            keys[sid] = labels.with_(__name__=name)
+            postings.setdefault("__name__", {}).setdefault(name, set()).add(sid)
+            for lname, value in labels.items_tuple:
+                postings.setdefault(lname, {}).setdefault(value, set()).add(sid)
+        self._generation = gen
+
+    def labels(self, sid: int) -> LabelSet:
+        """The label set of a series with its ``__name__``."""
+        self._sync()
+        return self._keys[sid]
+
+    def values(self, name: str) -> list[str]:
+        """The distinct values of a label over every series, sorted."""
+        self._sync()
+        return sorted(self._postings.get(name, ()))
+
+    def series(self, matchers: Sequence[Matcher]) -> list[tuple[int, LabelSet]]:
+        """``(series_id, labels)`` of the selected series, sorted by label set."""
+        chosen = self.select(matchers)
+        keys = self._keys  # after select: a rebuild replaces the dict
+        out = [(sid, keys[sid]) for sid in chosen]
+        out.sort(key=lambda pair: pair[1].items_tuple)
+        return out
+
+    def select(self, matchers: Sequence[Matcher]) -> set[int]:
+        """Ids of the series satisfying every matcher (all of them without any)."""
+        self._sync()
+        take: list[set[int]] = []
+        drop: list[set[int]] = []
+        for m in matchers:
+            values = self._postings.get(m.name, {})
+            if m.op == "=" and m.value != "":
+                take.append(values.get(m.value, set()))
+            elif not m.matches_value(""):
+                hits = [ids for v, ids in values.items() if m.matches_value(v)]
+                take.append(set().union(*hits) if len(hits) != 1 else hits[0])
+            else:
+                misses = [ids for v, ids in values.items() if not m.matches_value(v)]
+                drop.extend(misses)
+        if take:
+            take.sort(key=len)
+            out = set(take[0])
+            for ids in take[1:]:
+                if not out:
+                    break
+                out &= ids
+        else:
+            out = set(self._keys)
+        for ids in drop:
+            if not out:
+                break
+            out -= ids
+        return out
 
 
 # --- windows: the samples each evaluation time sees --------------------------
@@ -614,6 +718,7 @@ class QueryEngine:
         specs: Mapping[str, MetricSpec],
     ) -> None:
         self.index = index
+        self.labels = LabelIndex(index)
         self._read = read
         self.specs = specs
 
@@ -643,7 +748,10 @@ class QueryEngine:
             raise UnknownMetricError(
                 f"unknown metric {metric!r}; known: {', '.join(self.index.metric_names)}"
             )
-        return [s for s in ids if all(m.matches(self.index.labels(s)) for m in ms)]
+        if not ms:
+            return ids
+        chosen = self.labels.select([Matcher("__name__", "=", metric), *ms])
+        return [s for s in ids if s in chosen]
 
     def series(self, matchers: Sequence[Matcher]) -> list[tuple[int, LabelSet]]:
         """Series whose labels, ``__name__`` included, satisfy every matcher.
@@ -651,18 +759,7 @@ class QueryEngine:
         Returns ``(series_id, labels)`` pairs sorted by label set, the order
         Prometheus' storage returns them in; the labels include ``__name__``.
         """
-        names = [m.value for m in matchers if m.name == "__name__" and m.op == "="]
-        if names:
-            candidates = self.index.ids(names[0])
-        else:
-            candidates = list(self.index)
-        out = []
-        for sid in candidates:
-            labels = self.index.labels(sid).with_(__name__=self.index.name(sid))
-            if all(m.matches(labels) for m in matchers):
-                out.append((sid, labels))
-        out.sort(key=lambda pair: pair[1].items_tuple)
-        return out
+        return self.labels.series(matchers)
 
     def range(
         self,
