@@ -49,7 +49,7 @@ from obscore.pipeline import (
     group_incidents,
     raise_alerts,
 )
-from obscore.runner import PipelineRunner
+from obscore.runner import PipelineRunner, store_reader
 from obscore.store.blocks import BlockStore, CompactResult, TierSettings
 from obscore.store.hot import HotStore, IngestResult
 from obscore.store.query import QueryEngine
@@ -1115,7 +1115,8 @@ class Engine:
                 start = max(rng[0], now - cfg["catch_up_ms"])
             self._refresh_events()
             result = runner.advance(
-                self.queries, self.config.metrics, self.catalogue, now - cfg["settle_ms"], start
+                self.queries, self.config.metrics, self.catalogue, now - cfg["settle_ms"], start,
+                read_many=store_reader(self.hot, self.blocks),
             )
             self.last_result = result
             self.incidents = result.incidents
@@ -1271,7 +1272,10 @@ class Engine:
             runner = self._new_runner(
                 AlertBook(self.config.dedup_window_ms, self.config.dedup_similarity)
             )
-            runner.advance(self.queries, self.config.metrics, self.catalogue, end_ms, start_ms)
+            runner.advance(
+                self.queries, self.config.metrics, self.catalogue, end_ms, start_ms,
+                read_many=store_reader(self.hot, self.blocks),
+            )
         return replace(runner.result(), alerts=list(runner.book.alerts))
 
     def _save_pipeline(self) -> None:

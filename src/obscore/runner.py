@@ -42,17 +42,22 @@ from obscore.alert import Alert, AlertBook
 from obscore.alert.dedup import severity
 from obscore.catalogue import Catalogue
 from obscore.detect.ensemble import ZScoreEnsembleDetector
-from obscore.model import MetricSpec, sample_table
+from obscore.detect.stream import step_ensemble
+from obscore.model import MetricSpec
 from obscore.pipeline import (
     GROUP_LABELS,
     Anomaly,
     Incident,
     PipelineResult,
+    ReadMany,
+    SeriesGroups,
     Signal,
-    derive_signals,
     enrich,
     group_incidents,
+    metric_signals,
 )
+from obscore.store.blocks import BlockStore
+from obscore.store.hot import HotStore
 from obscore.store.query import QueryEngine
 
 logger = logging.getLogger(__name__)
@@ -156,6 +161,16 @@ class PipelineRunner:
     )  # fingerprint -> anomaly
     incidents: list[Incident] = field(default_factory=list)
     horizon_ms: int | None = None
+    _groups: dict[str, SeriesGroups] = field(default_factory=dict)  # not pickled
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_groups"] = {}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("_groups", {})
+        self.__dict__.update(state)
 
     # --- advancing --------------------------------------------------------------
 
@@ -166,6 +181,7 @@ class PipelineRunner:
         catalogue: Catalogue | None,
         until_ms: int,
         start_ms: int | None = None,
+        read_many: ReadMany | None = None,
     ) -> PipelineResult:
         """Evaluate the grid points after the last one seen up to ``until_ms``.
 
@@ -182,6 +198,10 @@ class PipelineRunner:
         start_ms : int, optional
             First time, on the first advance only (rounded up to the grid);
             later advances continue where the last one stopped.
+        read_many : callable, optional
+            Batched reads of the store (see :func:`store_reader`); gauges
+            are then evaluated without a range query per series.  The
+            results are the same with or without it.
 
         Returns
         -------
@@ -206,7 +226,7 @@ class PipelineRunner:
             first = self.cursor_ms + step
         new_alerts: list[Alert] = []
         if end >= first:
-            self._detect(queries, specs, catalogue, first, end)
+            self._detect(queries, specs, catalogue, first, end, read_many)
             self.cursor_ms = end
             self._group(catalogue)
             new_alerts = self._alert(specs)
@@ -219,20 +239,28 @@ class PipelineRunner:
         catalogue: Catalogue | None,
         first: int,
         end: int,
+        read_many: ReadMany | None = None,
     ) -> None:
+        index = queries.index
         for name, spec in specs.items():
             if name not in self._by:
-                ids = queries.index.ids(f"{name}_bucket" if spec.is_histogram else name)
+                ids = index.ids(f"{name}_bucket" if spec.is_histogram else name)
                 if ids:
-                    present = {k for s in ids for k in queries.index.labels(s)}
+                    present = {k for s in ids for k in index.labels(s)}
                     self._by[name] = [g for g in GROUP_LABELS if g in present]
         for name, by in self._by.items():
-            if name not in specs:
+            spec = specs.get(name)
+            if spec is None:
                 continue
-            one = {name: specs[name]}
-            for sig in derive_signals(
-                queries, one, first, end, self.step_ms, group_labels=by
-            ):
+            groups = None
+            if read_many is not None and not spec.is_histogram:
+                groups = self._groups.get(name)
+                if groups is None or not groups.is_current(index, by):
+                    groups = self._groups[name] = SeriesGroups.of(index, name, by)
+            for sig in metric_signals(
+                queries, name, spec, by, first, end, self.step_ms,
+                read_many=read_many, groups=groups,
+            ):  # fmt: skip
                 self._feed(sig, catalogue, specs)
 
     def _feed(
@@ -255,8 +283,7 @@ class PipelineRunner:
                 sig.metric, sig.labels, sig.ts[:0], sig.values[:0], sig.count_window_s
             )
             st = self._signals[sig.key] = _SignalState(empty, detector, int(sig.ts[0]))
-        batch = sample_table(np.zeros(len(sig.ts), np.uint64), sig.ts, sig.values)
-        _, zr, score = st.detector.components(batch)
+        zr, score = step_ensemble(st.detector, sig.ts, sig.values)
         self._keep_history(st, sig)
         zr = np.nan_to_num(zr, nan=0.0)
         trigger = (np.nan_to_num(score, nan=0.0) > 0.5) & (
@@ -506,3 +533,49 @@ def _numbered(incidents: list[Incident]) -> list[Incident]:
     for k, inc in enumerate(out, 1):
         inc.id = k
     return out
+
+
+def store_reader(hot: HotStore, blocks: BlockStore | None = None) -> ReadMany:
+    """Batched reads of many series for :meth:`PipelineRunner.advance`.
+
+    A series whose hot part covers the range is read with the others in one
+    call to the ring buffers; one with older samples in blocks is read alone,
+    stitched with its blocks (as the engine reads it).
+    """
+
+    def read_many(
+        ids: np.ndarray, start_ms: int, end_ms: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        alone = np.zeros(len(ids), bool)
+        if blocks is not None and blocks.floors:
+            floors = blocks.floors
+            alone = np.array(
+                [floors.get(sid, start_ms) > start_ms for sid in ids.tolist()], bool
+            )
+        table = hot.read_table(ids[~alone], start_ms, end_ms)
+        ts, values = table["ts"].to_numpy(), table["value"].to_numpy()
+        pos = _positions(ids, ~alone, table["series_id"].to_numpy())
+        if alone.any():
+            assert blocks is not None
+            parts = [(pos, ts, values)]
+            for p in np.flatnonzero(alone).tolist():
+                t, v = blocks.read(int(ids[p]), start_ms, end_ms, hot.read)
+                parts.append((np.full(len(t), p, np.int64), t, v))
+            pos, ts, values = (np.concatenate(c) for c in zip(*parts))
+            order = np.argsort(pos, kind="stable")  # each series stays by time
+            pos, ts, values = pos[order], ts[order], values[order]
+        return pos, ts, values
+
+    return read_many
+
+
+def _positions(ids: np.ndarray, picked: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Position in ``ids`` of each row's series (rows come one series after another)."""
+    if len(rows) == 0:
+        return np.empty(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
+    candidates = np.flatnonzero(picked)
+    sorter = np.argsort(ids[candidates])
+    where = sorter[np.searchsorted(ids[candidates], rows[starts], sorter=sorter)]
+    lengths = np.diff(np.append(starts, len(rows)))
+    return np.repeat(candidates[where].astype(np.int64), lengths)

@@ -10,6 +10,7 @@ import numpy as np
 
 from obscore.detect.base import DEFAULT_DETECTOR, Detector, create
 from obscore.detect.ensemble import ZScoreEnsembleDetector
+from obscore.detect.robust import _IQR_TO_STD
 from obscore.errors import ObscoreWarning
 from obscore.model import sample_table
 
@@ -93,3 +94,173 @@ def detect_stream(
     scores = np.asarray(detector.score(batch), dtype=np.float64)
     scores = np.nan_to_num(scores, nan=0.0)
     return StreamResult(scores, alert_decisions(ts, scores, threshold))
+
+
+# NOTE: batches of at most this many points take the incremental path of
+# step_ensemble; longer ones (a catch-up, a replay) go through pandas' rolling
+# quantiles, which beat one sort per point there.  Both give the same bits.
+_INCREMENTAL_MAX = 64
+
+
+def step_ensemble(
+    detector: ZScoreEnsembleDetector, ts: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Feed one signal's new points to its ensemble; ``(robust_z, score)`` per point.
+
+    Parameters
+    ----------
+    detector : ZScoreEnsembleDetector
+        A detector that sees a single series (id 0), as the pipeline keeps
+        one per signal.
+    ts : ndarray of int64, shape (n,)
+        Increasing, after every point the detector has seen, in ms.
+    values : ndarray of float64, shape (n,)
+        NaN values score NaN and stay out of the windows.
+
+    Returns
+    -------
+    robust_z, score : ndarray of float64, shape (n,)
+        What ``detector.components`` returns for these rows, bit for bit.
+
+    Notes
+    -----
+    A short batch on a detector that has seen points before only does the
+    work of its new points: the fast z-score kernel steps them, the robust
+    baseline of each new point is the sorted window it ends on (median and
+    quartiles interpolated as pandas does), and the fast scores kept for the
+    last window say whether a fast move happened.  Any other batch goes
+    through :meth:`ZScoreEnsembleDetector.components`.
+    """
+    ts = np.ascontiguousarray(ts, np.int64)
+    values = np.ascontiguousarray(values, np.float64)
+    fast = detector._fast._states.get(0)
+    robust = detector._robust.get(0)
+    tail = robust._tails.get(0) if robust is not None else None
+    recent = detector._recent.get(0)
+    if (
+        len(ts) > _INCREMENTAL_MAX
+        or len(ts) == 0
+        or fast is None
+        or tail is None
+        or recent is None
+        or set(detector._robust) != {0}
+    ):
+        batch = sample_table(np.zeros(len(ts), np.uint64), ts, values)
+        _, zr, score = detector.components(batch)
+        return zr, score
+
+    z = np.empty(len(ts))
+    fast.update(ts, values, z)
+    zr = _robust_step(robust, tail, ts, values)
+
+    prev_ts, prev_z = recent
+    all_ts = np.concatenate([prev_ts, ts])
+    all_z = np.concatenate([prev_z, z])
+    score = _armed_step(
+        np.maximum.accumulate(all_ts), all_z, len(prev_ts), zr, fast.window_ms, detector
+    )
+    cut = np.searchsorted(all_ts, all_ts[-1] - fast.window_ms, side="left")
+    detector._recent[0] = (all_ts[cut:].copy(), all_z[cut:].copy())
+    return zr, score
+
+
+def _robust_step(robust, tail, ts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Robust z-scores of new points, updating the detector's kept tail."""
+    tail_ts, tail_v = tail
+    keep = ~np.isnan(values)
+    all_ts = np.concatenate([tail_ts, ts[keep]])
+    all_v = np.concatenate([tail_v, values[keep]])
+    n_old = len(tail_ts)
+    out = np.full(len(ts), np.nan)
+    if len(all_ts) > n_old:
+        out[keep] = _robust_new(robust, all_ts, all_v, n_old)
+    if len(all_ts):
+        keep_ms = robust.window_ms + robust.lag_ms
+        cut = np.searchsorted(all_ts, all_ts[-1] - keep_ms, side="right")
+        robust._tails[0] = (all_ts[cut:].copy(), all_v[cut:].copy())
+    return out
+
+
+def _robust_new(
+    robust, all_ts: np.ndarray, all_v: np.ndarray, n_old: int
+) -> np.ndarray:
+    """``RobustZScoreDetector._robust(all_ts, all_v)[n_old:]``, from sorted windows."""
+    acc = np.maximum.accumulate(all_ts)
+    new = np.arange(n_old, len(acc))
+    # the baseline of a point ends at its lagged row (itself without a lag)
+    if robust.lag_ms == 0:
+        hi = new  # closed="left": the rows before the point
+        lo = np.searchsorted(acc, acc[new] - robust.window_ms, side="left")
+    else:
+        end = np.searchsorted(acc, acc[new] - robust.lag_ms, side="right") - 1
+        hi = end + 1  # closed="right": the rows up to the lagged one
+        lo = np.searchsorted(acc, acc[end] - robust.window_ms, side="right")
+        lo = np.where(end >= 0, lo, 0)
+        hi = np.where(end >= 0, hi, 0)
+    width = int((hi - lo).max(initial=0))
+    med = np.full(len(new), np.nan)
+    q25, q75 = med.copy(), med.copy()
+    if width:
+        cols = np.arange(width)
+        window = all_v[np.minimum(lo[:, None] + cols, len(all_v) - 1)]
+        # pandas' rolling windows leave +-Inf out, as NaN; the padding is NaN too
+        window[~(cols < (hi - lo)[:, None]) | ~np.isfinite(window)] = np.nan
+        window.sort(axis=1)  # NaN sorts last
+        count = np.count_nonzero(~np.isnan(window), axis=1)
+        ok = count >= max(robust.min_samples, 1)
+    if width and ok.any():
+        med[ok] = _median(window[ok], count[ok])
+        q25[ok] = _quantile(window[ok], count[ok], 0.25)
+        q75[ok] = _quantile(window[ok], count[ok], 0.75)
+    iqr = q75 - q25
+    values = all_v[new]
+    scale = np.maximum(iqr / _IQR_TO_STD, robust.rel_floor * np.abs(med))
+    if robust.count_window_s:
+        w = float(robust.count_window_s)
+        scale = np.maximum(scale, np.sqrt(np.maximum(np.abs(med), 1.0 / w) / w))
+    scale = np.maximum(scale, 1e-12)
+    z = (values - med) / scale
+    return np.where(np.isnan(med), 0.0, z)
+
+
+def _median(window: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Median of each sorted row's first ``count`` values, as pandas' rolling median."""
+    rows = np.arange(len(count))
+    mid = count // 2
+    upper = window[rows, mid]
+    lower = window[rows, np.maximum(mid - 1, 0)]
+    return np.where(count % 2 == 1, upper, (upper + lower) / 2)
+
+
+def _quantile(window: np.ndarray, count: np.ndarray, q: float) -> np.ndarray:
+    """Quantile ``q`` of each sorted row's first ``count`` values, interpolated."""
+    rows = np.arange(len(count))
+    at = q * (count - 1)
+    idx = at.astype(np.intp)
+    low = window[rows, idx]
+    high = window[rows, np.minimum(idx + 1, count - 1)]
+    return np.where(idx == at, low, low + (high - low) * (at - idx))
+
+
+def _armed_step(
+    acc_ts: np.ndarray,
+    all_z: np.ndarray,
+    n_old: int,
+    zr: np.ndarray,
+    window_ms: int,
+    detector: ZScoreEnsembleDetector,
+) -> np.ndarray:
+    """``armed_score`` of the new points only (the rows from ``n_old`` on)."""
+    z = np.nan_to_num(all_z, nan=0.0)
+    zr_f = np.nan_to_num(zr, nan=0.0)
+    new = np.arange(n_old, len(acc_ts))
+    lo = np.searchsorted(acc_ts, acc_ts[new] - window_ms, side="left")
+    score = np.abs(zr_f) / (np.abs(zr_f) + detector.drift)
+    for sign in (1.0, -1.0):
+        hits = np.concatenate([[0], np.cumsum(sign * z > detector.threshold)])
+        recent = (hits[new + 1] - hits[lo]) > 0
+        pos = np.maximum(sign * zr_f, 0.0)
+        armed = np.maximum(score, pos / (pos + detector.confirm))
+        score = np.where(recent, armed, score)
+    score[np.isnan(zr)] = np.nan
+    return score
