@@ -88,8 +88,8 @@ def test_rank_candidates_uses_the_call_graph(rng):
     )
     assert ranking.names[0] == "db"
     assert ranking.candidates[0].metric == "latency"
-    assert ranking.candidates[0].evidence["graph"] == pytest.approx(0.0)
-    assert ranking.candidates[1].evidence["graph"] < -0.9  # api's callee is anomalous
+    assert ranking.candidates[0].evidence["callees_quiet"] == pytest.approx(1.0)
+    assert ranking.candidates[1].evidence["callees_quiet"] < 0.1  # api's callee moved
     total = sum(c.confidence for c in ranking.candidates) + ranking.confidence_none
     assert total == pytest.approx(1.0)
 
@@ -98,7 +98,7 @@ def test_rank_candidates_without_graph_follows_the_anomaly(rng):
     case = _tiny_case(rng, graph=False)
     ranking = rank_candidates(case.normal, case.incident, case.keys, onset_row=4)
     assert ranking.names[:2] == ["api", "db"]
-    assert "graph" not in ranking.candidates[0].evidence
+    assert "callees_quiet" not in ranking.candidates[0].evidence
 
 
 def test_rank_candidates_on_a_quiet_window_gives_no_cause_most_confidence(rng):
@@ -116,7 +116,7 @@ def test_rank_candidates_ignores_shifts_present_before_the_onset(rng):
     ranking = rank_candidates(rng.normal(size=(300, 2)), incident, keys, onset_row=3)
     assert ranking.names[0] == "b"
     # a's 50-sigma shift nets out against its lead-in: below even odds
-    assert ranking.candidates[1].evidence["anomalous"] < np.log(0.5)
+    assert ranking.candidates[1].evidence["anomalous"] < 0.5
 
 
 def test_rank_candidates_counts_only_the_harmful_direction(rng):
@@ -280,8 +280,10 @@ def test_read_layouts_refuse_an_empty_folder(tmp_path):
 def test_evaluate_rca_on_sockshop1(shared_data):
     report = evaluate_rca(shared_data / "rca" / "sockshop1", "sockshop1")
     assert len(report.cases) == 20
-    # measured: every cause ranked first (target Avg@5 >= 0.99)
+    # measured: every cause ranked first (target Avg@5 >= 0.99); confidence
+    # 0.3 to 0.58, none at 0.8
     assert (report.ac1, report.ac3, report.avg5) == (1.0, 1.0, 1.0)
+    assert all(c.rank == 1 for c in report.cases if c.confidence >= 0.8)
     assert report.chance_ac1 == pytest.approx(1 / 13)
     assert report.chance_avg5 == pytest.approx(3 / 13)
 
@@ -289,15 +291,18 @@ def test_evaluate_rca_on_sockshop1(shared_data):
 def test_evaluate_rca_on_petshop(shared_data):
     report = evaluate_rca(shared_data / "rca" / "petshop", "petshop")
     assert len(report.cases) == 26
-    # measured: 23 of 26 first (target >= 0.85); the 3 misses are train
-    # issues where PetSearch's load balancer, a leaf of the call graph, takes
-    # first place and PetSearch second
-    assert report.ac1 == pytest.approx(23 / 26)
+    # measured: 25 of 26 first (target >= 0.85; 23 with the earlier weighted
+    # score); the miss is a train issue where PetSearch's load balancer, a
+    # leaf of the call graph, takes first place and PetSearch second
+    assert report.ac1 == pytest.approx(25 / 26)
     assert report.ac3 == 1.0
-    assert report.avg5 == pytest.approx(0.977, abs=1e-3)
+    assert report.avg5 == pytest.approx(0.992, abs=1e-3)
     assert report.chance_ac1 == pytest.approx(1 / 42)  # 42 nodes in the metrics
     missed = {c.name for c in report.cases if c.rank != 1}
     assert missed <= {f"low_traffic/train/issue_{k}" for k in range(8)}
-    # 30 no-fault windows: measured maximum confidence 0.54 (target < 0.8)
+    # 30 no-fault windows: measured maximum confidence 0.66 (target < 0.8)
     assert len(report.noissue) == 30
-    assert report.noissue_max_confidence < 0.6
+    assert report.noissue_max_confidence < 0.7
+    # calibration: 2 issues at >= 0.8, both right
+    confident = [c for c in report.cases if c.confidence >= 0.8]
+    assert all(c.rank == 1 for c in confident)

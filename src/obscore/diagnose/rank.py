@@ -12,52 +12,50 @@ epsilon-Diagnosis compare the two periods), counted in the harmful direction
 only (latency, CPU, memory and errors up; availability down; traffic either
 way, see :func:`metric_direction`), minus any shift already present in the
 lead-in rows.  Its anomaly probability is ``z**2 / (z**2 + z0**2)``, even
-odds at ``z0 = RankConfig.z_anomalous``.  The evidence for a candidate:
+odds at ``z0 = RankConfig.z_anomalous``.  Each candidate gets evidence
+values in [0, 1], one per kind:
 
-``anomaly``
-    ``log1p(z)`` of its most changed series (traffic series at half
-    weight), so that a 1000-sigma jump does not drown everything else.
 ``anomalous``
-    ``log`` of its anomaly probability: strongly negative for a quiet
-    candidate, about zero once it is clearly anomalous.
+    The anomaly probability of its most anomalous series (traffic series
+    at ``demand_weight``).
+``strength``
+    ``log1p(z)`` of its most changed series over the same of the
+    incident's most changed candidate.
 ``onset``
     ``exp(-delay / onset_scale_rows)`` of its first row past ``z0``,
-    relative to the earliest anomalous candidate (which moved first).
+    relative to the earliest anomalous candidate (change-point order).
 ``granger``
-    Among the anomalous series (at most ``granger_max_series``), the share
-    of other candidates' series that its series Granger-cause minus the
-    share that Granger-cause its series, from
+    ``(1 + net) / 2``, where ``net`` is the share of other candidates'
+    anomalous series that its series Granger-cause minus the share that
+    Granger-cause its series (at most ``granger_max_series`` series), from
     :func:`obscore.correlate.granger_matrix` on first differences over the
-    incident window with Benjamini-Hochberg across all pairs; zero when the
-    window is too short for the lag order.
+    incident window, p < ``granger_alpha`` after Benjamini-Hochberg across
+    all pairs; 0.5 (no information) when the window is too short.
 
 With a call graph (caller -> callees), where latency and errors climb from
 callee to caller:
 
-``graph``
-    Minus the anomaly probability of its most anomalous callee: a caller of
-    an anomalous callee is more likely a victim than the origin.
+``callees_quiet``
+    One minus the anomaly probability of its most anomalous callee: a
+    caller of an anomalous callee is more likely a victim than the origin.
 ``coverage``
     Its anomaly probability times the share of all anomaly probability held
     by itself and its callers, transitively: how much of the incident it
     would explain.
 ``path``
-    With a target, ``log`` of the strength of its best call path from the
-    target, the strength being the smallest anomaly probability of the
-    nodes before it (the target included); a candidate the target does not
-    reach, or reaches only through quiet nodes, cannot explain the target's
-    symptom.
+    With a target, the strength of its best call path from the target, the
+    smallest anomaly probability of the nodes before it (the target
+    included): a candidate reached only through quiet nodes cannot explain
+    the target's symptom.
 
-The score is the weighted sum of the evidence.  The confidence is the
-posterior of a model in which each weighted term is a log likelihood ratio
-of "this candidate is the cause" against "it is not", the prior is uniform
-over the candidates and a "no cause" hypothesis, and "no cause" has the
-likelihood ratio of a lone candidate at ``z0`` (``anomaly`` and
-``anomalous`` only): a softmax of the scores over the candidates and "no
-cause".  A quiet window thus gives most of its mass to "no cause" instead of
-crowning the least quiet candidate.  Unlike the tables of
-:mod:`obscore.diagnose.rca`, the weights were set once for both datasets
-rather than read from measured rates.
+The confidence is a posterior by Bayes' rule (:func:`posterior`) over one
+hypothesis per candidate and "none of these": the prior gives "none"
+``prior_none`` and shares the rest by :func:`candidate_prior` (the call
+graph: candidates outside the target's call tree weigh less); each kind
+has the likelihoods of :data:`LIKELIHOODS` (and :data:`QUIET_RATES` for
+"none", with :data:`INCIDENT_LIKELIHOODS` for the target's own symptom),
+measured on the two datasets' cases; docs/diagnosis.md gives the
+numbers and the reasons.  Candidates are ranked by posterior.
 """
 
 from __future__ import annotations
@@ -73,12 +71,44 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from obscore.correlate import granger_matrix
-from obscore.diagnose.rca import Candidate
+from obscore.diagnose.rca import Candidate, Likelihood
 
 logger = logging.getLogger(__name__)
 
 _DOWN = re.compile(r"avail|success|uptime", re.IGNORECASE)
 _UP = re.compile(r"lat|cpu|mem|err|fail|duration|time|p\d\d", re.IGNORECASE)
+
+
+#: Likelihoods of each evidence kind: ``cause`` = P(present | the candidate is
+#: the cause), ``other`` = P(present | it is not, in an incident); measured on
+#: the Sock Shop and PetShop cases (docs/diagnosis.md), Granger set by hand.
+LIKELIHOODS: dict[str, Likelihood] = {
+    "anomalous": Likelihood(0.95, 0.15),
+    "strength": Likelihood(0.96, 0.15),
+    "onset": Likelihood(0.93, 0.14),
+    "granger": Likelihood(0.6, 0.4),
+    "callees_quiet": Likelihood(0.96, 0.92),
+    "coverage": Likelihood(0.57, 0.03),
+    "path": Likelihood(0.65, 0.3),
+}
+
+#: P(present | normal period) of the kinds that also say whether there is a
+#: fault at all: a candidate that is not the cause is anomalous at the
+#: ``other`` rate of :data:`LIKELIHOODS` in an incident (a victim) and at this
+#: rate when nothing is wrong (PetShop ``noissue`` windows).
+QUIET_RATES: dict[str, float] = {"anomalous": 0.03}
+
+#: Likelihoods of the incident-level evidence, about the incident as a whole:
+#: ``cause`` = P(present | some candidate is at fault), ``other`` =
+#: P(present | nothing is wrong).  ``symptom`` is the anomaly probability of
+#: the target, the candidate whose symptom is investigated (PetShop: 26
+#: issues against 30 ``noissue`` windows).
+INCIDENT_LIKELIHOODS: dict[str, Likelihood] = {"symptom": Likelihood(0.64, 0.03)}
+
+#: Kinds that measure nearly the same thing (how much and how early a
+#: candidate moved): their log likelihood ratios are averaged, counting the
+#: group as one piece of evidence instead of three.
+DEPENDENT_KINDS: tuple[tuple[str, ...], ...] = (("anomalous", "strength", "onset"),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,15 +133,18 @@ class RankConfig:
     demand_weight : float
         Weight of traffic series (requests, load): they move with users, and
         a fault shifts traffic downstream as much as upstream.
-    weights : mapping of str to float
-        Weight of each evidence term named in the module docstring.
     onset_scale_rows : float
         Rows of delay that cost a factor e of the onset evidence.
     granger_maxlag, granger_alpha, granger_max_series : int, float, int
         Lag orders, significance after Benjamini-Hochberg, and how many of
         the most anomalous series enter the Granger matrix.
-    temperature : float
-        Softmax temperature of the confidence.
+    prior_none : float
+        Prior probability that none of the candidates is the cause.
+    prior_unreachable : float
+        Prior weight of a candidate the target does not reach in the call
+        graph, against 1 for one it does (:func:`candidate_prior`).
+    likelihoods : mapping of str to Likelihood, optional
+        By evidence kind; :data:`LIKELIHOODS` when None.
     """
 
     min_baseline: int = 10
@@ -119,22 +152,13 @@ class RankConfig:
     rel_floor: float = 1e-3
     z_anomalous: float = 5.0
     demand_weight: float = 0.5
-    weights: Mapping[str, float] = field(
-        default_factory=lambda: {
-            "anomaly": 0.5,
-            "anomalous": 1.0,
-            "onset": 0.5,
-            "granger": 0.5,
-            "graph": 2.0,
-            "coverage": 3.0,
-            "path": 1.0,
-        }
-    )
+    prior_none: float = 0.5
+    prior_unreachable: float = 0.1
+    likelihoods: Mapping[str, Likelihood] | None = None
     onset_scale_rows: float = 2.0
     granger_maxlag: int = 3
     granger_alpha: float = 0.05
     granger_max_series: int = 30
-    temperature: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +256,55 @@ def rank_candidates(
             f"onset_row must be in 0..{len(incident) - 1}, got {onset_row!r}"
         )
 
+    names, evidence, prior, top_series = candidate_evidence(
+        normal, incident, keys, onset_row=onset_row, graph=graph, target=target,
+        config=cfg,
+    )
+    table = LIKELIHOODS if cfg.likelihoods is None else cfg.likelihoods
+    incident_evidence = {}
+    if target is not None and target in names:
+        incident_evidence["symptom"] = float(evidence["anomalous"][names.index(target)])
+    conf, none, log_lr = posterior(
+        evidence, prior, cfg.prior_none, table, incident_evidence=incident_evidence
+    )
+
+    candidates = []
+    for c in np.argsort(-conf, kind="stable"):
+        ev = {k: float(v[c]) for k, v in evidence.items()}
+        ev["prior"] = float(prior[c])
+        ev["log_lr"] = float(log_lr[c])
+        metric = keys[top_series[c]][1]
+        candidates.append(Candidate(names[c], metric, float(conf[c]), ev))
+    return Ranking(candidates, none)
+
+
+def candidate_evidence(
+    normal: np.ndarray,
+    incident: np.ndarray,
+    keys: Sequence[tuple[str, str]],
+    *,
+    onset_row: int = 0,
+    graph: Mapping[str, Sequence[str]] | None = None,
+    target: str | None = None,
+    config: RankConfig | None = None,
+) -> tuple[list[str], dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The evidence values and the prior weight of every candidate.
+
+    Parameters are those of :func:`rank_candidates`, already validated.
+
+    Returns
+    -------
+    names : list of str
+        The candidates, in order of first appearance in ``keys``.
+    evidence : dict of str to ndarray
+        Per evidence kind of the module docstring, one value in [0, 1] per
+        candidate; the graph kinds only with ``graph``.
+    prior : ndarray
+        Prior weight per candidate (:func:`candidate_prior`), not normalised.
+    top_series : ndarray of int64
+        Per candidate, the column of its most changed series.
+    """
+    cfg = config or RankConfig()
     change, first_row = _series_change(normal, incident, keys, onset_row, cfg)
     prob = change**2 / (change**2 + cfg.z_anomalous**2)
     weight = np.array(
@@ -244,34 +317,132 @@ def rank_candidates(
     anomaly, cand_prob, health_prob, top_series = _per_candidate(
         change, prob, weight, owner
     )
+    top = anomaly.max() if len(anomaly) else 0.0
+    net = _granger_evidence(incident, change, prob, owner, len(names), cfg)
     evidence = {
-        "anomaly": anomaly,
-        "anomalous": np.log(np.fmax(cand_prob, 1e-6)),
+        "anomalous": cand_prob,
+        "strength": anomaly / top if top > 0 else np.zeros(len(names)),
         "onset": _onset_evidence(first_row, prob, owner, len(names), cfg),
-        "granger": _granger_evidence(incident, change, prob, owner, len(names), cfg),
+        "granger": 0.5 * (1.0 + net),
     }
     if graph is not None:
         callee_prob, coverage, path = _graph_evidence(names, graph, target, health_prob)
-        evidence["graph"] = -callee_prob
+        evidence["callees_quiet"] = 1.0 - callee_prob
         # a quiet candidate explains nothing, however central it is
         evidence["coverage"] = cand_prob * coverage
-        evidence["path"] = np.log(np.fmax(path, 1e-3))
-    score = sum(cfg.weights[k] * v for k, v in evidence.items())
+        evidence["path"] = path
+    prior = candidate_prior(names, graph, target, cfg.prior_unreachable)
+    return names, evidence, prior, top_series
 
-    # "no cause" scores as a lone candidate right at the anomaly threshold would
-    w_anomaly, w_anomalous = cfg.weights["anomaly"], cfg.weights["anomalous"]
-    none_score = w_anomaly * math.log1p(cfg.z_anomalous) + w_anomalous * math.log(0.5)
-    logits = np.append(score, none_score) / cfg.temperature
-    conf = np.exp(logits - logits.max())
-    conf /= conf.sum()
 
-    candidates = []
-    for c in np.argsort(-score, kind="stable"):
-        ev = {k: float(v[c]) for k, v in evidence.items()}
-        ev["score"] = float(score[c])
-        metric = keys[top_series[c]][1]
-        candidates.append(Candidate(names[c], metric, float(conf[c]), ev))
-    return Ranking(candidates, float(conf[-1]))
+def candidate_prior(
+    names: Sequence[str],
+    graph: Mapping[str, Sequence[str]] | None,
+    target: str | None,
+    unreachable: float,
+) -> np.ndarray:
+    """Prior weight of each candidate, before any metric is looked at.
+
+    Uniform (1 each) without a call graph or a target in it.  With both, a
+    candidate the target reaches along the call graph (the target included)
+    weighs 1 and any other ``unreachable``: a fault outside the target's
+    call tree reaches the target only through a shared resource the graph
+    does not show, which is possible but rare.
+    """
+    prior = np.ones(len(names))
+    if graph is None or target is None or target not in names:
+        return prior
+    reach = _closure(target, graph)
+    return np.where([n in reach for n in names], 1.0, unreachable)
+
+
+def posterior(
+    evidence: Mapping[str, np.ndarray],
+    prior: np.ndarray,
+    prior_none: float,
+    likelihoods: Mapping[str, Likelihood],
+    quiet_rates: Mapping[str, float] | None = None,
+    dependent: Sequence[Sequence[str]] = DEPENDENT_KINDS,
+    incident_evidence: Mapping[str, float] | None = None,
+    incident_likelihoods: Mapping[str, Likelihood] | None = None,
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Bayes' rule over the candidates and "none of these".
+
+    Hypothesis *H_c*: candidate *c* is the cause, the other candidates'
+    evidence follows the ``other`` rates (victims and bystanders of a
+    fault); *H_0*: nothing is wrong, and every candidate's evidence of the
+    kinds in ``quiet_rates`` follows those rates (the other kinds are taken
+    to be alike under both).  With the kinds independent given the
+    hypothesis,
+
+    ``P(H_c | E) / P(H_0 | E) = P(H_c) / P(H_0) * LR_c * F``, with
+    ``LR_c = prod_k P(e_ck | cause) / P(e_ck | other)`` (which candidate)
+    and ``F = prod_j prod_k P(e_jk | other) / P(e_jk | quiet)`` over all
+    candidates *j* and the kinds of ``quiet_rates`` (is there a fault at
+    all), times the ratios of ``incident_evidence`` (about the incident as
+    a whole, the same for every *H_c*): the non-causes' factors common to
+    every *H_c* cancel.  Soft
+    evidence ``v`` mixes the present and absent ratios
+    (:meth:`Likelihood.log_ratios`).  The log ratios of each group in
+    ``dependent`` are averaged instead of summed.
+
+    Parameters
+    ----------
+    evidence : mapping of str to ndarray
+        Per kind, one value in [0, 1] per candidate; kinds missing from
+        ``likelihoods`` are ignored.
+    prior : ndarray
+        Prior weight per candidate; ``1 - prior_none`` is shared in
+        proportion to it.
+    prior_none : float
+        Prior probability of "none of these", in (0, 1).
+    likelihoods : mapping of str to Likelihood
+    quiet_rates : mapping of str to float, optional
+        P(present | normal period) by kind; :data:`QUIET_RATES` when None.
+    dependent : sequence of sequence of str
+        Groups of kinds counted as one piece of evidence.
+    incident_evidence : mapping of str to float, optional
+        Incident-level values in [0, 1] (``symptom``); none by default.
+    incident_likelihoods : mapping of str to Likelihood, optional
+        :data:`INCIDENT_LIKELIHOODS` when None.
+
+    Returns
+    -------
+    confidence : ndarray
+        Posterior of each candidate.
+    none : float
+        Posterior of "none of these"; with ``confidence`` it sums to 1.
+    log_lr : ndarray
+        Each candidate's ``log LR_c``.
+    """
+    quiet = QUIET_RATES if quiet_rates is None else quiet_rates
+    n = len(prior)
+    if n == 0:
+        return np.zeros(0), 1.0, np.zeros(0)
+    share = {k: 1.0 for k in evidence}
+    for group in dependent:
+        present = [k for k in group if k in evidence and k in likelihoods]
+        for k in present:
+            share[k] = 1.0 / len(present)
+    log_lr = np.zeros(n)
+    for kind, values in evidence.items():
+        if kind in likelihoods:
+            log_lr += share[kind] * likelihoods[kind].log_ratios(values)
+    log_fault = 0.0
+    for kind, rate in quiet.items():
+        if kind in evidence and kind in likelihoods:
+            ratio = Likelihood(likelihoods[kind].other, rate)
+            log_fault += float(ratio.log_ratios(evidence[kind]).sum())
+    whole = INCIDENT_LIKELIHOODS if incident_likelihoods is None else incident_likelihoods
+    for kind, value in (incident_evidence or {}).items():
+        if kind in whole:
+            log_fault += whole[kind].log_ratio(value)
+
+    log_prior = np.log((1.0 - prior_none) * prior / prior.sum())
+    logits = np.append(log_prior + log_lr + log_fault, math.log(prior_none))
+    post = np.exp(logits - logits.max())
+    post /= post.sum()
+    return post[:-1], float(post[-1]), log_lr
 
 
 def _per_candidate(

@@ -79,6 +79,13 @@ class Likelihood:
         absent = math.log((1.0 - self.cause) / (1.0 - self.other))
         return v * present + (1.0 - v) * absent
 
+    def log_ratios(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`log_ratio` of each value of an array; NaN counts as absent."""
+        v = np.clip(np.nan_to_num(np.asarray(values, dtype=float), nan=0.0), 0.0, 1.0)
+        present = math.log(self.cause / self.other)
+        absent = math.log((1.0 - self.cause) / (1.0 - self.other))
+        return v * present + (1.0 - v) * absent
+
 
 #: Prior probability that none of the candidates caused the incident.
 PRIOR_NONE = 0.5
