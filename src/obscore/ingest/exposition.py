@@ -36,7 +36,14 @@ from typing import Literal, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from obscore._native.expo import expo_split_rows
+from obscore._native.expo import (
+    ExpoScan,
+    expo_groups_ok,
+    expo_has_long_line,
+    expo_histogram_ok,
+    expo_label_dicts,
+    expo_samples,
+)
 from obscore.errors import InvalidSampleError
 from obscore.model import MetricKind, MetricSpec, SeriesIndex, sample_table
 
@@ -56,16 +63,22 @@ _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
 _LNAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
 _PLAIN_PAIR = _LNAME + r'="[^"\\]*"'
 
-# NOTE: the parser reads one row per line from obscore._native.expo, which
-# splits the text as these two patterns' findall does (they are its
-# specification, and tests/ingest/test_expo_rows.py holds it to them).  The
-# first alternative takes sample lines whose label values hold no backslash or
-# quote and whose tokens are separated by single spaces (every sample line of
-# the four real dumps in shared/data/exposition/real), the second
-# HELP/TYPE/UNIT lines; any other line lands in the last group and takes the
-# careful scanner (_scan_sample, _Parser._comment), which accepts the same
-# language.  The native split takes 0.10 s where findall took 0.22 s on the
-# 100,000-line synthetic exposition (benchmarks/test_exposition.py).
+# NOTE: the line loop runs in obscore._native.expo.ExpoScan, which classifies
+# each line as these two patterns' findall does (they are its specification,
+# and tests/ingest/test_expo_rows.py holds it to them).  The first alternative
+# takes sample lines whose label values hold no backslash or quote and whose
+# tokens are separated by single spaces (every sample line of the four real
+# dumps in shared/data/exposition/real), the second HELP/TYPE/UNIT lines.  The
+# scan takes such a line into the columns when it passes every check of
+# _Parser._line, and hands any other line (the last group, or one that fails a
+# check) to _Parser._line, which reads it with the careful scanner
+# (_scan_sample, _Parser._comment) and words the error; the same holds one
+# level up for whole histogram families (expo_groups_ok, expo_histogram_ok
+# pass only families the Python checks pass).  tests/ingest/test_expo_scan.py
+# holds the scan to the Python loop.  On the 100,000-line synthetic exposition
+# of benchmarks/test_exposition.py, parse() went from 0.51 s (Python loop over
+# native rows) to 0.13 s of CPU time; see the benchmark for the ratios to
+# prometheus_client.
 _ROWS_PROM = re.compile(
     rf"^(?:(({_NAME})(?:\{{((?:{_PLAIN_PAIR}(?:,{_PLAIN_PAIR})*,?)?)\}})?)"
     r" ([0-9a-zA-Z.+-]+)(?: (-?[0-9]+))?"
@@ -80,7 +93,6 @@ _ROWS_OM = re.compile(
     r"|(.*))$",
     re.MULTILINE,
 )
-_PAIRS = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 _NAME_RE = re.compile(_NAME)
 _LNAME_RE = re.compile(_LNAME)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
@@ -137,6 +149,10 @@ _CHECKED_PROM = frozenset({"histogram", "summary"})
 
 _KIND = {"counter": MetricKind.COUNTER, "histogram": MetricKind.HISTOGRAM}
 
+# False reads every line with _Parser._line instead of the native scan; the
+# tests set it to hold the scan to the Python loop (same results, same errors).
+_NATIVE_SCAN = True
+
 # A line replaced by this marker was reported already (bad UTF-8, too long).
 _SKIPPED = "\x00skipped\x00"
 
@@ -180,11 +196,11 @@ class _Columns:
     def label_dict(self, i: int) -> dict[str, str]:
         labels = self.labels[i]
         if isinstance(labels, str):
-            labels = self.labels[i] = dict(_PAIRS.findall(labels))
+            (labels,) = expo_label_dicts(self.labels, i, i + 1)
         return labels
 
     def label_dicts(self, start: int, stop: int) -> list[dict[str, str]]:
-        return [self.label_dict(i) for i in range(start, stop)]
+        return expo_label_dicts(self.labels, start, stop)
 
     def truncate(self, n: int) -> None:
         for column in (
@@ -240,9 +256,16 @@ class Family:
     @property
     def samples(self) -> list[ExpositionSample]:
         """The family's samples, built on demand."""
-        c, s = self._columns, slice(self.start, self.stop)
-        labels = c.label_dicts(self.start, self.stop)
-        return list(map(ExpositionSample, c.names[s], labels, c.values[s], c.ts[s]))
+        c = self._columns
+        return expo_samples(
+            ExpositionSample._make,
+            c.names,
+            c.labels,
+            c.values,
+            c.ts,
+            self.start,
+            self.stop,
+        )
 
     def __len__(self) -> int:
         return self.stop - self.start
@@ -331,8 +354,10 @@ class ParseResult:
     def samples(self) -> Iterator[ExpositionSample]:
         """Every sample, in line order."""
         c = self._columns
-        labels = c.label_dicts(0, len(c.values))
-        return map(ExpositionSample, c.names, labels, c.values, c.ts)
+        make = ExpositionSample._make
+        return iter(
+            expo_samples(make, c.names, c.labels, c.values, c.ts, 0, len(c.values))
+        )
 
     def to_batch(
         self,
@@ -571,14 +596,14 @@ def parse(
     if not om and "\r" in text:
         text = text.replace("\r\n", "\n")
         lines = None if lines is None else [line.removesuffix("\r") for line in lines]
-    if len(text) > max_line_length and _has_long_line(text, max_line_length):
+    if len(text) > max_line_length and expo_has_long_line(text, max_line_length):
         lines = text.split("\n") if lines is None else lines
         _mark_long_lines(lines, max_line_length, lenient, errors)
     if lines is not None:
         text = "\n".join(lines)
 
     parser = _Parser(om, lenient, errors, now_ms, max_future_ms)
-    n_lines = parser.run(text)
+    n_lines = parser.run(text, fast=_NATIVE_SCAN)
     if om and not parser.eof:
         parser.report(
             n_lines + 1, "missing '# EOF' at the end of an OpenMetrics exposition"
@@ -636,22 +661,6 @@ def _utf8_problem(data: bytes, pos: int) -> tuple[int, str]:
         f"invalid UTF-8 at byte {column} of the line (0x{data[pos]:02x}); "
         "the exposition must be UTF-8 text"
     )
-
-
-def _has_long_line(text: str, limit: int) -> bool:
-    """Whether a line of ``text`` is over ``limit`` characters.
-
-    One ``find`` per line; a regular expression such as ``[^\\n]{N}`` retries
-    at every character of a line and took 0.5-0.9 s on a 10 MB exposition.
-    """
-    find, start = text.find, 0
-    while True:
-        end = find("\n", start)
-        if end == -1:
-            return len(text) - start > limit
-        if end - start > limit:
-            return True
-        start = end + 1
 
 
 def _mark_long_lines(
@@ -855,190 +864,220 @@ class _Parser:
 
     # --- the line loop -----------------------------------------------------------
 
-    def run(self, text: str) -> int:
+    def run(self, text: str, *, fast: bool = True) -> int:
         """Read every line of ``text``; return the number of lines.
 
-        The open family lives in local variables (``fam_*``, ``allowed``:
-        sample name -> suffix, ``nonneg``/``notnan``: suffixes whose value is
-        checked); :meth:`close` checks and records a family when the next one
-        starts.
+        The native scan (:class:`obscore._native.expo.ExpoScan`) takes the
+        plain lines that pass every check into the columns and hands the
+        others to :meth:`_line`, one at a time.  The open family lives on the
+        scan (``fam_*``, ``allowed``: sample name -> suffix, ``nonneg`` /
+        ``notnan``: suffixes whose value is checked); :meth:`close` checks and
+        records a family when the next one starts.  ``fast=False`` hands every
+        line to :meth:`_line` (the tests compare both ways).
         """
-        om = self.om
-        rows = expo_split_rows(text, om)
-        if not text or text.endswith("\n"):
-            rows.pop()
-
         c = self.columns
-        values = c.values
-        add_name, add_labels, add_value = c.names.append, c.labels.append, values.append
-        add_ts, add_line, add_key = c.ts.append, c.lines.append, c.keys.append
-        seen_series: dict[str, int] = {}
-        now_ms, max_future_ms = self.now_ms, self.max_future_ms
-        suffix_table = self.suffixes
-        nonneg_table = _NONNEG_OM if om else _NONNEG_PROM
-        notnan_table = _NOTNAN_OM if om else {}
-        close = self.close
-
-        fam_name: str | None = None
-        fam_type: str | None = None
-        fam_help: str | None = None
-        fam_unit: str | None = None
-        fam_line = fam_start = 0
-        allowed: dict[str | None, str] = {}
-        nonneg = notnan = _EMPTY
-        lineno = 0
-        for key, name, body, vtok, ttok, keyword, meta_name, meta_text, other in rows:
-            lineno += 1
+        scan = ExpoScan(
+            text,
+            self.om,
+            c.names,
+            c.labels,
+            c.values,
+            c.ts,
+            c.lines,
+            c.keys,
+            self.family_rows,
+            self.seen_names,
+            self.suffixes,
+            _NONNEG_OM if self.om else _NONNEG_PROM,
+            _NOTNAN_OM if self.om else {},
+            _PLAIN,
+            _EMPTY,
+            _CHECKED_PROM,
+            self.close,
+            self.now_ms,
+            self.max_future_ms,
+            fast,
+        )
+        seen_series: dict[str, int] = scan.seen_series
+        next_row, line = scan.next_row, self._line
+        while (row := next_row()) is not None:
             try:
-                if name:
-                    # Fast path: the labels stay text until someone asks.
-                    labels: str | dict[str, str] = body
-                    if "," in body:
-                        # Values hold no quote here, so splitting at quotes
-                        # leaves ',name=' pieces; a repeat means a repeated label.
-                        pieces = ("," + body).split('"')[::2]
-                        if len(set(pieces)) != len(pieces):
-                            raise _Bad(f"a label name appears twice in {key!r}")
-                    try:
-                        value = float(vtok)
-                    except ValueError:
-                        raise _Bad(
-                            f"value {vtok!r} of {key!r} is not a number"
-                        ) from None
-                    if not ttok:
-                        ts = None
-                    elif om:
-                        try:
-                            ts = round(float(ttok) * 1000.0)
-                        except (ValueError, OverflowError):
-                            ts = _parse_ts(ttok, om)
-                    else:
-                        ts = int(ttok)
-                    exemplar = None
-                else:
-                    if not keyword:
-                        if other == _SKIPPED:
-                            continue
-                        line = other if om else other.strip(" \t")
-                        if line and line[0] != "#":
-                            name, labels, vtok, ttok, exemplar = _scan_sample(line, om)
-                            key = _series_text(name, labels)
-                            value = _parse_value(vtok, repr(key))
-                            ts = None if ttok is None else _parse_ts(ttok, om)
-                        else:
-                            meta = self._comment(line)
-                            if meta is None:
-                                continue
-                            if meta is _EOF:
-                                break
-                            keyword, meta_name, meta_text = meta  # type: ignore[misc]
-                    if keyword:
-                        if meta_name != fam_name:
-                            if fam_name is not None:
-                                close(
-                                    fam_name,
-                                    fam_type,
-                                    fam_help,
-                                    fam_unit,
-                                    fam_line,
-                                    fam_start,
-                                )
-                            fam_name, fam_line, fam_start = (
-                                meta_name,
-                                lineno,
-                                len(values),
-                            )
-                            fam_type = fam_help = fam_unit = None
-                            allowed, nonneg, notnan = {meta_name: ""}, _EMPTY, _EMPTY
-                        elif fam_start != len(values) and (om or keyword == "TYPE"):
-                            raise _Bad(
-                                f"'# {keyword}' for {meta_name!r} after its samples; "
-                                "metadata must come first"
-                            )
-                        if keyword == "HELP":
-                            if fam_help is not None:
-                                raise _Bad(f"second '# HELP' for {meta_name!r}")
-                            fam_help = (
-                                meta_text
-                                if "\\" not in meta_text
-                                else _unescape_help(meta_text, om)
-                            )
-                        elif keyword == "TYPE":
-                            if fam_type is not None:
-                                raise _Bad(f"second '# TYPE' for {meta_name!r}")
-                            suffixes = suffix_table.get(meta_text)
-                            if suffixes is None:
-                                expected = ", ".join(sorted(suffix_table))
-                                raise _Bad(
-                                    f"unknown type {meta_text!r} for {meta_name!r}; "
-                                    f"expected one of {expected}"
-                                )
-                            fam_type = meta_text
-                            if suffixes is not _PLAIN:
-                                allowed = {meta_name + s: s for s in suffixes}
-                            nonneg = nonneg_table.get(meta_text, _EMPTY)
-                            notnan = notnan_table.get(meta_text, _EMPTY)
-                        else:
-                            if fam_unit is not None:
-                                raise _Bad(f"second '# UNIT' for {meta_name!r}")
-                            if _UNIT_RE.fullmatch(meta_text) is None:
-                                raise _Bad(
-                                    f"unit {meta_text!r} of {meta_name!r} is not a valid unit"
-                                )
-                            fam_unit = meta_text
-                        continue
-
-                role = allowed.get(name)
-                if role is None:
-                    # A sample outside the open family starts an untyped one.
-                    if fam_name is not None:
-                        close(
-                            fam_name, fam_type, fam_help, fam_unit, fam_line, fam_start
-                        )
-                    fam_name, fam_line, fam_start = name, lineno, len(values)
-                    fam_type = fam_help = fam_unit = None
-                    allowed, nonneg, notnan = {name: ""}, _EMPTY, _EMPTY
-                    role = ""
-                if role in nonneg and value < 0:
-                    raise _Bad(
-                        f"{fam_type} {fam_name!r} sample {key!r} must not be negative, "
-                        f"got {value!r}"
-                    )
-                if role in notnan and value != value:  # noqa: PLR0124 (NaN, no call)
-                    raise _Bad(
-                        f"{fam_type} {fam_name!r} sample {key!r} must not be NaN"
-                    )
-                if ts is None:
-                    first = seen_series.get(key)
-                    if first is not None:
-                        raise _Bad(
-                            f"duplicate series {key!r}, first seen at line {first}; "
-                            "a series may appear only once without a timestamp"
-                        )
-                    seen_series[key] = lineno
-                elif now_ms is not None and ts - now_ms > max_future_ms:
-                    raise _Bad(
-                        f"timestamp {ts} ms of {key!r} is {ts - now_ms} ms ahead of now_ms "
-                        f"{now_ms}; the limit is {max_future_ms} ms (max_future_ms)"
-                    )
-                if exemplar is not None:
-                    self._exemplar(exemplar, name, role, fam_name, fam_type, lineno)
-
-                add_name(name)
-                add_labels(labels)
-                add_value(value)
-                add_ts(ts)
-                add_line(lineno)
-                add_key(key)
+                if line(scan, row, scan.lineno, seen_series):
+                    break
             except _Bad as exc:
                 if not self.lenient:
-                    raise InvalidSampleError(f"line {lineno}: {exc}") from None
-                self.errors.append((lineno, str(exc)))
-        if self.eof and lineno < len(rows):
-            self.report(lineno + 1, "text after '# EOF'; it must be the last line")
-        if fam_name is not None:
-            close(fam_name, fam_type, fam_help, fam_unit, fam_line, fam_start)
-        return len(rows)
+                    raise InvalidSampleError(f"line {scan.lineno}: {exc}") from None
+                self.errors.append((scan.lineno, str(exc)))
+        if self.eof and scan.lineno < scan.n_rows:
+            self.report(scan.lineno + 1, "text after '# EOF'; it must be the last line")
+        if scan.fam_name is not None:
+            self.close(
+                scan.fam_name,
+                scan.fam_type,
+                scan.fam_help,
+                scan.fam_unit,
+                scan.fam_line,
+                scan.fam_start,
+            )
+        return scan.n_rows
+
+    def _line(
+        self,
+        s: ExpoScan,
+        row: tuple[str, str, str, str, str, str, str, str, str],
+        lineno: int,
+        seen_series: dict[str, int],
+    ) -> bool:
+        """Read one line the scan handed back; True at ``# EOF``.
+
+        Raises ``_Bad`` for a bad line, after which nothing of it is kept.
+        """
+        om = self.om
+        values = self.columns.values
+        key, name, body, vtok, ttok, keyword, meta_name, meta_text, other = row
+        if name:
+            # A plain sample line: the labels stay text until someone asks.
+            labels: str | dict[str, str] = body
+            if "," in body:
+                # Values hold no quote here, so splitting at quotes
+                # leaves ',name=' pieces; a repeat means a repeated label.
+                pieces = ("," + body).split('"')[::2]
+                if len(set(pieces)) != len(pieces):
+                    raise _Bad(f"a label name appears twice in {key!r}")
+            try:
+                value = float(vtok)
+            except ValueError:
+                raise _Bad(f"value {vtok!r} of {key!r} is not a number") from None
+            if not ttok:
+                ts = None
+            elif om:
+                try:
+                    ts = round(float(ttok) * 1000.0)
+                except (ValueError, OverflowError):
+                    ts = _parse_ts(ttok, om)
+            else:
+                ts = int(ttok)
+            exemplar = None
+        elif not keyword:
+            if other == _SKIPPED:
+                return False
+            line = other if om else other.strip(" \t")
+            if line and line[0] != "#":
+                name, labels, vtok, ts_text, exemplar = _scan_sample(line, om)
+                key = _series_text(name, labels)
+                value = _parse_value(vtok, repr(key))
+                ts = None if ts_text is None else _parse_ts(ts_text, om)
+            else:
+                meta = self._comment(line)
+                if meta is None:
+                    return False
+                if meta is _EOF:
+                    return True
+                keyword, meta_name, meta_text = meta  # type: ignore[misc]
+        if keyword:
+            self._meta(s, keyword, meta_name, meta_text, lineno)
+            return False
+
+        role = s.allowed.get(name)
+        if role is None:
+            # A sample outside the open family starts an untyped one.
+            if s.fam_name is not None:
+                self.close(
+                    s.fam_name,
+                    s.fam_type,
+                    s.fam_help,
+                    s.fam_unit,
+                    s.fam_line,
+                    s.fam_start,
+                )
+            s.fam_name, s.fam_line, s.fam_start = name, lineno, len(values)
+            s.fam_type = s.fam_help = s.fam_unit = None
+            s.allowed, s.nonneg, s.notnan = {name: ""}, _EMPTY, _EMPTY
+            role = ""
+        if role in s.nonneg and value < 0:
+            raise _Bad(
+                f"{s.fam_type} {s.fam_name!r} sample {key!r} must not be negative, "
+                f"got {value!r}"
+            )
+        if role in s.notnan and value != value:  # noqa: PLR0124 (NaN, no call)
+            raise _Bad(f"{s.fam_type} {s.fam_name!r} sample {key!r} must not be NaN")
+        if ts is None:
+            first = seen_series.get(key)
+            if first is not None:
+                raise _Bad(
+                    f"duplicate series {key!r}, first seen at line {first}; "
+                    "a series may appear only once without a timestamp"
+                )
+            seen_series[key] = lineno
+        elif self.now_ms is not None and ts - self.now_ms > self.max_future_ms:
+            raise _Bad(
+                f"timestamp {ts} ms of {key!r} is {ts - self.now_ms} ms ahead of now_ms "
+                f"{self.now_ms}; the limit is {self.max_future_ms} ms (max_future_ms)"
+            )
+        if exemplar is not None:
+            self._exemplar(exemplar, name, role, s.fam_name, s.fam_type, lineno)
+
+        c = self.columns
+        c.names.append(name)
+        c.labels.append(labels)
+        values.append(value)
+        c.ts.append(ts)
+        c.lines.append(lineno)
+        c.keys.append(key)
+        return False
+
+    def _meta(
+        self, s: ExpoScan, keyword: str, meta_name: str, meta_text: str, lineno: int
+    ) -> None:
+        """Read a HELP, TYPE or UNIT line into the open family (or a new one)."""
+        values = self.columns.values
+        if meta_name != s.fam_name:
+            if s.fam_name is not None:
+                self.close(
+                    s.fam_name,
+                    s.fam_type,
+                    s.fam_help,
+                    s.fam_unit,
+                    s.fam_line,
+                    s.fam_start,
+                )
+            s.fam_name, s.fam_line, s.fam_start = meta_name, lineno, len(values)
+            s.fam_type = s.fam_help = s.fam_unit = None
+            s.allowed, s.nonneg, s.notnan = {meta_name: ""}, _EMPTY, _EMPTY
+        elif s.fam_start != len(values) and (self.om or keyword == "TYPE"):
+            raise _Bad(
+                f"'# {keyword}' for {meta_name!r} after its samples; "
+                "metadata must come first"
+            )
+        if keyword == "HELP":
+            if s.fam_help is not None:
+                raise _Bad(f"second '# HELP' for {meta_name!r}")
+            s.fam_help = (
+                meta_text
+                if "\\" not in meta_text
+                else _unescape_help(meta_text, self.om)
+            )
+        elif keyword == "TYPE":
+            if s.fam_type is not None:
+                raise _Bad(f"second '# TYPE' for {meta_name!r}")
+            suffixes = self.suffixes.get(meta_text)
+            if suffixes is None:
+                expected = ", ".join(sorted(self.suffixes))
+                raise _Bad(
+                    f"unknown type {meta_text!r} for {meta_name!r}; "
+                    f"expected one of {expected}"
+                )
+            s.fam_type = meta_text
+            if suffixes is not _PLAIN:
+                s.allowed = {meta_name + x: x for x in suffixes}
+            s.nonneg = (_NONNEG_OM if self.om else _NONNEG_PROM).get(meta_text, _EMPTY)
+            s.notnan = (_NOTNAN_OM if self.om else {}).get(meta_text, _EMPTY)
+        else:
+            if s.fam_unit is not None:
+                raise _Bad(f"second '# UNIT' for {meta_name!r}")
+            if _UNIT_RE.fullmatch(meta_text) is None:
+                raise _Bad(f"unit {meta_text!r} of {meta_name!r} is not a valid unit")
+            s.fam_unit = meta_text
 
     def close(
         self,
@@ -1174,6 +1213,10 @@ class _Parser:
             "stateset": name,
         }.get(typ)
         bucket = name + "_bucket" if drop == "le" else name
+        if expo_groups_ok(
+            c.names, c.labels, c.ts, fam.start, fam.stop, drop, bucket, typ == "info"
+        ):
+            return  # the native check passes only families this loop passes
         group: object = None
         group_ts: int | None = None
         seen: set[object] = set()
@@ -1220,8 +1263,12 @@ def _clash(name: str, typ: str, taken: str) -> str:
 
 def _check_histogram(fam: Family, om: bool, c: _Columns) -> None:
     name, typ = fam.name, fam.type
-    bucket_name = name + "_bucket"
     gauge = typ == "gaugehistogram"
+    if expo_histogram_ok(
+        c.names, c.labels, c.values, c.ts, fam.start, fam.stop, name, gauge, om
+    ):
+        return  # the native check passes only families this loop passes
+    bucket_name = name + "_bucket"
     count_name = name + ("_gcount" if gauge else "_count")
     sum_name = name + ("_gsum" if gauge else "_sum")
     group: object = None
