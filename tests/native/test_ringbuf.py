@@ -124,6 +124,37 @@ def test_ringbuf_push_accepts_readonly_arrow_buffers():
     assert rb.push(slots, ts, values, np.empty(2, np.uint8)) == 2
 
 
+def test_ringbuf_push_takes_other_buffers_like_ndarrays():
+    # ndarrays take a fast path; any other buffer goes through memoryviews
+    # and must store the same
+    fast, other = RingBuffers(capacity=4, n_series=2), RingBuffers(capacity=4, n_series=2)
+    slots, ts, values = [0, 1, 0, 0], [1, 1, 2, 2], [1.0, 2.0, 3.0, 4.0]
+    n_fast, status_fast = push(fast, slots, ts, values)
+    status = bytearray(4)
+    n_other = other.push(
+        memoryview(np.array(slots, np.int64)),
+        memoryview(np.array(ts, np.int64)),
+        memoryview(np.array(values)),
+        memoryview(status),
+    )
+    assert n_fast == n_other == 3
+    assert list(status) == status_fast.tolist() == [STORED, STORED, STORED, DUPLICATE]
+    for slot in range(2):
+        for a, b in zip(fast.read(slot), other.read(slot)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_ringbuf_push_rejects_wrong_dtype_and_readonly_status():
+    rb = RingBuffers(capacity=4, n_series=1)
+    status = np.empty(1, dtype=np.uint8)
+    with pytest.raises(ValueError, match="dtype mismatch"):
+        rb.push(np.zeros(1), np.zeros(1, np.int64), np.zeros(1), status)
+    status.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        rb.push(np.zeros(1, np.int64), np.zeros(1, np.int64), np.zeros(1), status)
+    assert rb.count(0) == 0
+
+
 def test_ringbuf_rejects_bad_capacity_and_counts():
     with pytest.raises(ValueError, match="capacity must be positive, got 0"):
         RingBuffers(0)
@@ -293,3 +324,27 @@ def test_ringbuf_read_range_matches_filter(capacity, n_pushed, start, end):
 def test_ringbuf_docstring_examples_run(run_doctests):
     failed, attempted = run_doctests(ringbuf)
     assert attempted > 0 and failed == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    capacity=st.integers(1, 40),
+    steps=st.lists(
+        st.tuples(st.integers(0, 2), st.integers(1, 50), st.booleans()), max_size=12
+    ),
+)
+def test_ringbuf_long_runs_cross_staging_like_model(capacity, steps):
+    # Runs of up to 50 samples per series, with reads (which move staged
+    # samples into the rows) between some of them, across the 16-deep staging
+    rb = RingBuffers(capacity=capacity, n_series=3)
+    model = RingModel(capacity, 3)
+    next_ts = [0, 0, 0]
+    for slot, length, read_after in steps:
+        ts = list(range(next_ts[slot], next_ts[slot] + length))
+        next_ts[slot] += length
+        push(rb, [slot] * length, ts, [float(t) for t in ts])
+        for t in ts:
+            model.push(slot, t, float(t))
+        if read_after:
+            assert rb.read(slot)[0].tolist() == [t for t, _ in model.series[slot]]
+    assert_same_as_model(rb, model)
