@@ -12,6 +12,11 @@ cdef struct ForestView:
     const float64_t* leaf_value    # path length a leaf credits (depth + c(samples)); 0 inside
     const int64_t* tree_offset     # per tree + 1: index of each tree's root in the node arrays
     const int32_t* tree_depth      # per tree: steps from the root to its deepest leaf
+    const int64_t* full_node       # complete layout: feature offset << 32 | threshold key
+    const float64_t* full_leaf     # complete layout: path length per bottom position
+    const int64_t* full_offset     # per tree + 1: first node of each tree in full_node
+    const int64_t* leaf_offset     # per tree + 1: first leaf of each tree in full_leaf
+    bint has_full                  # whether the complete layout was built (shallow trees)
     int64_t n_trees                # trees in the forest
     int64_t n_features             # input columns expected
     float64_t denominator          # n_trees * c(max_samples); 0 for one-sample trees
@@ -32,6 +37,10 @@ cdef class Forest:
     cdef object _feature_offset    # ndarray int64 (n_nodes,): feature * rows per block (walk)
     cdef object _child64           # ndarray int64 (n_nodes,): child widened (walk)
     cdef object _threshold_key     # ndarray int32 (n_nodes,): order keys of threshold (walk)
+    cdef object _full_node         # ndarray int64: complete trees, packed offset and key (walk)
+    cdef object _full_leaf         # ndarray float64: path length per bottom node (walk)
+    cdef object _full_offset       # ndarray int64 (n_trees + 1,): root of each complete tree
+    cdef object _leaf_offset       # ndarray int64 (n_trees + 1,): first bottom node per tree
     cdef ForestView _view          # raw pointers into the arrays above
 
     cdef void _bind(self)
