@@ -527,11 +527,15 @@ class Engine:
             return False
 
     def _store(self, table: pa.Table, logged: bool = False) -> IngestResult:
+        logged_at = None
         if self.wal is not None and not logged:
-            self.wal.append_samples(
-                table["series_id"].to_numpy(), table["ts"].to_numpy(), table["value"].to_numpy()
+            logged_at = self.wal.append_samples(
+                table["series_id"].to_numpy(), table["ts"].to_numpy(), table["value"].to_numpy(),
+                wait=False,
             )
-        result = self.hot.ingest(table)
+        result = self.hot.ingest(table)  # while the log's fsync runs
+        if logged_at is not None:
+            self.wal.wait(logged_at)  # acknowledged: synced as the policy says
         if self.blocks is not None and table.num_rows:
             self._logged_since_rewrite += table.num_rows
             self._cut_blocks()
@@ -574,7 +578,7 @@ class Engine:
         if len(ids) == 0:
             return
         floors = dict(zip(ids.tolist(), untils.tolist()))
-        olds = np.array([self.hot.floor(sid) for sid in floors], np.int64)
+        olds = self.hot.floors(ids)
         parts = []
         # series sharing their old and new floor (usually all) are read in one go
         pairs = np.stack([olds, untils])
@@ -583,8 +587,7 @@ class Engine:
             parts.append(self.hot.read_table(group, lo, hi))
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
         written = self.blocks.write_raw(table, floors)
-        for sid, until in floors.items():
-            self.hot.set_floor(sid, until)
+        self.hot.set_floors(ids, untils)
         self._flushed_since_rewrite += table.num_rows
         if written:
             logger.info("flushed %d samples of %d series to %d raw blocks",
@@ -597,7 +600,7 @@ class Engine:
         ids = self.hot.series_ids()
         if len(ids) == 0:
             return SAMPLE_SCHEMA.empty_table()
-        floors = np.array([self.hot.floor(sid) for sid in ids.tolist()], np.int64)
+        floors = self.hot.floors(ids)
         parts = [self.hot.read_table(ids[floors == lo], lo) for lo in np.unique(floors).tolist()]
         return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
 import warnings
+import zlib
 
 import numpy as np
 import pytest
 
 from obscore import Engine
+from obscore.config import load_config
 from obscore.errors import DroppedDataWarning
 from obscore.model import SeriesIndex, sample_table
+from obscore.store import wal as wal_module
 from obscore.store.wal import WriteAheadLog
 
 T0 = 1_700_000_000_000
@@ -100,6 +105,151 @@ def test_engine_opens_a_damaged_log_and_warns(tmp_path):
     with pytest.warns(DroppedDataWarning, match=r"write-ahead log damaged at byte \d+: truncated record .* 10 samples dropped"):
         again = Engine(tmp_path)
     assert again.hot.read(sid)[1].tolist() == list(map(float, range(10)))
+
+
+
+def test_wal_checksum_is_crc32c():
+    # the CRC-32C check value of b"123456789" is 0xE3069283 (RFC 3720, B.4)
+    magic, length, crc = struct.unpack_from("<III", wal_module._frame(b"123456789"))
+    assert (magic, length, crc) == (wal_module.MAGIC, 9, 0xE3069283)
+
+
+def test_wal_record_holds_the_columns_as_written(tmp_path):
+    b = _batch(7, 0, 10)
+    path = tmp_path / "w.log"
+    wal = WriteAheadLog(path)
+    wal.append_samples(b["series_id"].to_numpy(), b["ts"].to_numpy(), b["value"].to_numpy())
+    wal.close()
+    data = path.read_bytes()
+    body = struct.pack("<BI", 1, 10) + b.column("series_id").chunk(0).buffers()[1].to_pybytes()
+    body += b["ts"].to_numpy().tobytes() + b["value"].to_numpy().tobytes()
+    assert data == struct.pack("<III", wal_module.MAGIC, len(body), wal_module.crc32c(body)) + body
+
+
+def test_wal_reads_a_log_of_the_older_crc32_framing_then_appends(tmp_path):
+    path = tmp_path / "w.log"
+    payload = struct.pack("<BIQqd", 1, 1, 7, T0, 1.5)
+    path.write_bytes(struct.pack("<III", wal_module.MAGIC_CRC32, len(payload), zlib.crc32(payload)) + payload)
+    wal = WriteAheadLog(path)
+    assert wal.replay().n_samples == 1
+    b = _batch(7, 1, 3)
+    wal.append_samples(b["series_id"].to_numpy(), b["ts"].to_numpy(), b["value"].to_numpy())
+    wal.close()
+    replay = WriteAheadLog(path).replay()
+    assert replay.damage is None
+    assert np.concatenate([x[2] for x in replay.batches]).tolist() == [1.5, 1.0, 2.0, 3.0]
+
+
+class _SyncProbe:
+    """Wraps the log's fsync: records the file size each finished fsync covered."""
+
+    def __init__(self, monkeypatch, fail: bool = False) -> None:
+        self.sizes: list[int] = []
+        self.fail = fail
+        self._real = wal_module._fsync
+        monkeypatch.setattr(wal_module, "_fsync", self)
+
+    def __call__(self, fd: int) -> None:
+        if self.fail:
+            raise OSError(errno.EIO, "Input/output error")
+        size = os.fstat(fd).st_size
+        self._real(fd)
+        self.sizes.append(size)
+
+
+def test_per_batch_policy_fsyncs_each_batch_before_ingest_returns(tmp_path, monkeypatch):
+    probe = _SyncProbe(monkeypatch)
+    eng = Engine(tmp_path)
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"host": "a", "service": "web"})
+    for k in range(5):
+        eng.ingest(_batch(sid, k * 10, 10), index if k == 0 else None)
+        size = (tmp_path / "wal.log").stat().st_size
+        # os-level evidence: an fsync that covered this batch's bytes had
+        # finished when ingest returned
+        assert probe.sizes and max(probe.sizes) >= size
+    # declaring the series did not cost an fsync of its own
+    assert len(probe.sizes) == 5
+
+
+def test_interval_policy_syncs_in_the_background_without_another_call(tmp_path, monkeypatch):
+    probe = _SyncProbe(monkeypatch)
+    wal = WriteAheadLog(tmp_path / "w.log", fsync_ms=20)
+    b = _batch(7, 0, 100)
+    before = time.monotonic()
+    wal.append_samples(b["series_id"].to_numpy(), b["ts"].to_numpy(), b["value"].to_numpy())
+    after = time.monotonic()
+    size = (tmp_path / "w.log").stat().st_size
+    sync = wal._sync
+    with sync.cond:
+        # the sync is scheduled fsync_ms after the write (or already under way)
+        assert (sync.due is None and (sync.busy or sync.synced == sync.written)) or (
+            before + 0.020 <= sync.due <= after + 0.020
+        )
+        # no further call: the background thread syncs the batch (a generous
+        # bound, only so that a broken thread fails instead of hanging)
+        assert sync.cond.wait_for(lambda: sync.synced == sync.written, timeout=60)
+    assert probe.sizes == [size]
+    wal.close()
+
+
+def test_interval_policy_does_not_sync_per_append(tmp_path, monkeypatch):
+    probe = _SyncProbe(monkeypatch)
+    wal = WriteAheadLog(tmp_path / "w.log", fsync_ms=3_600_000)
+    for k in range(50):
+        b = _batch(7, k * 10, 10)
+        wal.append_samples(b["series_id"].to_numpy(), b["ts"].to_numpy(), b["value"].to_numpy())
+    assert probe.sizes == [] and not wal.synced  # due in an hour
+    wal.sync()
+    assert probe.sizes == [(tmp_path / "w.log").stat().st_size] and wal.synced
+    wal.close()
+    assert WriteAheadLog(tmp_path / "w.log").replay().n_samples == 500
+
+
+def test_engine_takes_the_interval_policy_from_the_config(tmp_path, monkeypatch):
+    probe = _SyncProbe(monkeypatch)
+    config = load_config(overrides={"store": {"wal_fsync": "25ms"}})
+    eng = Engine(tmp_path, config=config)
+    assert eng.wal.fsync_ms == 25
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"host": "a", "service": "web"})
+    eng.ingest(_batch(sid, 0, 10), index)
+    size = (tmp_path / "wal.log").stat().st_size
+    sync = eng.wal._sync
+    with sync.cond:
+        assert sync.cond.wait_for(lambda: sync.synced == sync.written, timeout=60)
+    assert max(probe.sizes) == size
+
+
+def test_failed_fsync_fails_the_ingest_and_every_later_one(tmp_path, monkeypatch, caplog):
+    eng = Engine(tmp_path)
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"host": "a", "service": "web"})
+    eng.ingest(_batch(sid, 0, 10), index)
+    _SyncProbe(monkeypatch, fail=True)
+    with pytest.raises(OSError, match=r"write-ahead log .*wal\.log: fsync failed .*reopen the data directory"):
+        eng.ingest(_batch(sid, 10, 10))
+    monkeypatch.setattr(wal_module, "_fsync", os.fsync)
+    with pytest.raises(OSError, match="fsync failed"):
+        eng.ingest(_batch(sid, 20, 10))
+    assert "wal fsync failed" in caplog.text
+    # the batch before the failure is kept; reopening replays what was written
+    again = Engine(tmp_path)
+    assert again.hot.read(sid)[1].tolist()[:10] == list(map(float, range(10)))
+
+
+def test_rewrite_while_a_sync_is_due_leaves_the_log_synced(tmp_path, monkeypatch):
+    _SyncProbe(monkeypatch)
+    wal = WriteAheadLog(tmp_path / "w.log", fsync_ms=3_600_000)
+    b = _batch(7, 0, 10)
+    cols = (b["series_id"].to_numpy(), b["ts"].to_numpy(), b["value"].to_numpy())
+    wal.append_samples(*cols)
+    assert not wal.synced
+    wal.rewrite([(7, "cpu_usage", {"host": "a"})], [cols, tuple(c[:0] for c in cols)])
+    assert wal.synced
+    wal.close()
+    replay = WriteAheadLog(tmp_path / "w.log").replay()
+    assert replay.n_samples == 10 and replay.series == [(7, "cpu_usage", {"host": "a"})]
 
 
 WRITER = textwrap.dedent(

@@ -19,7 +19,7 @@ def expo_label_dicts(
     stop: int,  # Py_ssize_t
 ) -> list[dict[str, str]]: ...
 def expo_samples(
-    make: Callable[[tuple[str, dict[str, str], float, int | None]], Any],  # object
+    cls: type[tuple[str, dict[str, str], float, int | None]],  # a NamedTuple class
     names: list[str],  # list
     labels: list[Any],  # list of str or dict, converted in place
     values: list[float],  # list

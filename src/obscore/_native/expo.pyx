@@ -23,7 +23,9 @@ caller's (a line that fails a check is handed back, not reported).
 
 from __future__ import annotations
 
-from cpython.object cimport PyObject
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_DECREF, Py_INCREF
+from cpython.tuple cimport PyTuple_SET_ITEM
 from libc.string cimport memcmp
 from libc.math cimport INFINITY, fabs, floor, isfinite, isinf, round as c_round
 
@@ -38,6 +40,7 @@ cdef extern from "Python.h":
     object PyLong_FromLongLong(long long v)
     Py_ssize_t PyUnicode_FindChar(object s, Py_UCS4 ch, Py_ssize_t start,
                                   Py_ssize_t end, int direction) except -2
+    PyObject* PyType_GenericAlloc(PyTypeObject* t, Py_ssize_t n) noexcept
     PyObject* PyErr_Occurred() noexcept
     void PyErr_Clear() noexcept
 
@@ -396,15 +399,17 @@ def expo_label_dicts(list labels, Py_ssize_t start, Py_ssize_t stop) -> list:
     return out
 
 
-def expo_samples(object make, list names, list labels, list values, list ts,
+def expo_samples(type cls, list names, list labels, list values, list ts,
                  Py_ssize_t start, Py_ssize_t stop) -> list:
     """One record per sample of ``start:stop``, label sets made dicts on the way.
 
     Parameters
     ----------
-    make : callable
-        Called with one tuple ``(name, labels, value, ts)`` per sample (for
-        instance a NamedTuple's ``_make``).
+    cls : type
+        A subclass of tuple with four fields and no ``__new__`` logic of its
+        own that matters (a NamedTuple): each record is an instance holding
+        ``(name, labels, value, ts)``, allocated and filled as
+        ``tuple.__new__(cls, ...)`` would, without the call.
     names, labels, values, ts : list
         Sample columns (see :class:`ExpoScan`); a label set still in text is
         replaced by its dict in ``labels``, as :func:`expo_label_dicts` does.
@@ -412,18 +417,40 @@ def expo_samples(object make, list names, list labels, list values, list ts,
     Returns
     -------
     list
-        What ``make`` returned, in sample order.
+        The records, in sample order.
     """
     cdef list out = [], seen = []
     cdef Py_ssize_t i
-    cdef object x
+    cdef object x, rec
+    cdef PyTypeObject* t = <PyTypeObject*>cls
+    if not issubclass(cls, tuple):
+        raise TypeError(f"cls must be a subclass of tuple, got {cls!r}")
     for i in range(start, stop):
         x = labels[i]
         if type(x) is str:
             x = _plain_labels(<str>x, seen)
             labels[i] = x
-        out.append(make((names[i], x, values[i], ts[i])))
+        rec = _record(t, names[i], x, values[i], ts[i])
+        out.append(rec)
     return out
+
+
+cdef object _record(PyTypeObject* t, object a, object b, object c, object d):
+    # An instance of the tuple subclass t holding (a, b, c, d).
+    cdef PyObject* p = PyType_GenericAlloc(t, 4)  # tuple's tp_alloc
+    if p == NULL:
+        raise MemoryError()
+    cdef object rec = <object>p
+    Py_DECREF(rec)  # <object> took a second reference
+    Py_INCREF(a)
+    PyTuple_SET_ITEM(rec, 0, a)
+    Py_INCREF(b)
+    PyTuple_SET_ITEM(rec, 1, b)
+    Py_INCREF(c)
+    PyTuple_SET_ITEM(rec, 2, c)
+    Py_INCREF(d)
+    PyTuple_SET_ITEM(rec, 3, d)
+    return rec
 
 
 # --- check: whole families whose label sets are all plain text ---

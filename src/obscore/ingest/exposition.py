@@ -258,7 +258,7 @@ class Family:
         """The family's samples, built on demand."""
         c = self._columns
         return expo_samples(
-            ExpositionSample._make,
+            ExpositionSample,
             c.names,
             c.labels,
             c.values,
@@ -354,10 +354,10 @@ class ParseResult:
     def samples(self) -> Iterator[ExpositionSample]:
         """Every sample, in line order."""
         c = self._columns
-        make = ExpositionSample._make
-        return iter(
-            expo_samples(make, c.names, c.labels, c.values, c.ts, 0, len(c.values))
+        samples = expo_samples(
+            ExpositionSample, c.names, c.labels, c.values, c.ts, 0, len(c.values)
         )
+        return iter(samples)
 
     def to_batch(
         self,
