@@ -42,7 +42,7 @@ from obscore.alert import Alert, AlertBook
 from obscore.alert.dedup import severity
 from obscore.catalogue import Catalogue
 from obscore.detect.ensemble import ZScoreEnsembleDetector
-from obscore.detect.stream import step_ensemble
+from obscore.detect.stream import step_ensembles
 from obscore.model import MetricSpec
 from obscore.pipeline import (
     GROUP_LABELS,
@@ -248,6 +248,7 @@ class PipelineRunner:
                 if ids:
                     present = {k for s in ids for k in index.labels(s)}
                     self._by[name] = [g for g in GROUP_LABELS if g in present]
+        signals: list[Signal] = []
         for name, by in self._by.items():
             spec = specs.get(name)
             if spec is None:
@@ -257,16 +258,45 @@ class PipelineRunner:
                 groups = self._groups.get(name)
                 if groups is None or not groups.is_current(index, by):
                     groups = self._groups[name] = SeriesGroups.of(index, name, by)
-            for sig in metric_signals(
+            signals += metric_signals(
                 queries, name, spec, by, first, end, self.step_ms,
                 read_many=read_many, groups=groups,
-            ):  # fmt: skip
-                self._feed(sig, catalogue, specs)
+            )  # fmt: skip
+        self._feed(signals, catalogue, specs)
 
     def _feed(
-        self, sig: Signal, catalogue: Catalogue | None, specs: Mapping[str, MetricSpec]
+        self,
+        signals: list[Signal],
+        catalogue: Catalogue | None,
+        specs: Mapping[str, MetricSpec],
     ) -> None:
-        """Score a signal's new points and step its run one point at a time."""
+        """Score the signals' new points together, then step each run point by point."""
+        states = [self._state(sig) for sig in signals]
+        scored = step_ensembles(
+            [st.detector for st in states],
+            [sig.ts for sig in signals],
+            [sig.values for sig in signals],
+        )
+        if not signals:
+            return
+        # the point tests of every signal at once, then each signal's slice
+        zr = np.nan_to_num(np.concatenate([z for z, _ in scored]), nan=0.0)
+        score = np.nan_to_num(np.concatenate([s for _, s in scored]), nan=0.0)
+        ts = np.concatenate([sig.ts for sig in signals])
+        n_new = [len(sig.ts) for sig in signals]
+        first = np.repeat([st.first_ts for st in states], n_new)
+        trigger = (score > 0.5) & (ts >= first + self.warmup_ms)
+        held = np.abs(zr) > self.hold
+        a = 0
+        for sig, st in zip(signals, states):
+            b = a + len(sig.ts)
+            self._keep_history(st, sig)
+            self._step_points(
+                st, sig, zr[a:b], trigger[a:b], held[a:b], catalogue, specs
+            )
+            a = b
+
+    def _state(self, sig: Signal) -> _SignalState:
         st = self._signals.get(sig.key)
         if st is None:
             detector = ZScoreEnsembleDetector(
@@ -283,13 +313,19 @@ class PipelineRunner:
                 sig.metric, sig.labels, sig.ts[:0], sig.values[:0], sig.count_window_s
             )
             st = self._signals[sig.key] = _SignalState(empty, detector, int(sig.ts[0]))
-        zr, score = step_ensemble(st.detector, sig.ts, sig.values)
-        self._keep_history(st, sig)
-        zr = np.nan_to_num(zr, nan=0.0)
-        trigger = (np.nan_to_num(score, nan=0.0) > 0.5) & (
-            sig.ts >= st.first_ts + self.warmup_ms
-        )
-        held = np.abs(zr) > self.hold
+        return st
+
+    def _step_points(
+        self,
+        st: _SignalState,
+        sig: Signal,
+        zr: np.ndarray,
+        trigger: np.ndarray,
+        held: np.ndarray,
+        catalogue: Catalogue | None,
+        specs: Mapping[str, MetricSpec],
+    ) -> None:
+        """Step a signal's run state machine over its new points."""
         for i in range(len(sig.ts)):
             st.n += 1
             z, ts = float(zr[i]), int(sig.ts[i])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from obscore.detect.ensemble import ZScoreEnsembleDetector
-from obscore.detect.stream import step_ensemble
+from obscore.detect.stream import step_ensemble, step_ensembles
 from obscore.model import sample_table
 
 
@@ -71,3 +71,42 @@ def test_step_ensemble_of_an_empty_batch_is_empty():
     det = ZScoreEnsembleDetector(min_samples=2)
     zr, score = step_ensemble(det, np.empty(0, np.int64), np.empty(0))
     assert len(zr) == 0 and len(score) == 0
+
+
+def test_step_ensembles_scores_many_signals_together_as_each_alone(rng):
+    n, k = 400, 12
+    signals = []
+    for j in range(k):
+        ts = np.cumsum(rng.integers(1, 4, n) * 10_000) + 1_700_000_000_000 + j * 1_000
+        kind = ["normal", "ties", "nan", "inf", "constant"][j % 5]
+        args = dict(
+            baseline_ms=600_000,
+            min_samples=2,
+            count_window_s=None if j % 3 else 60.0,
+            lag_ms=0 if j % 2 else 300_000,
+        )
+        signals.append((ts, _values(kind, n, rng), args))
+    together = [ZScoreEnsembleDetector(**a) for _, _, a in signals]
+    alone = [ZScoreEnsembleDetector(**a) for _, _, a in signals]
+    pos = [0] * k
+    got: list[list[np.ndarray]] = [[] for _ in range(k)]
+    want: list[list[np.ndarray]] = [[] for _ in range(k)]
+    while min(pos) < n:
+        # a long first piece, then 0-4 points per signal per round
+        cuts = [(p, min(n, p + int(rng.integers(0, 5) if p else 150))) for p in pos]
+        live = [j for j, (a, b) in enumerate(cuts) if b > a]
+        scored = step_ensembles(
+            [together[j] for j in live],
+            [signals[j][0][slice(*cuts[j])] for j in live],
+            [signals[j][1][slice(*cuts[j])] for j in live],
+        )
+        for j, res in zip(live, scored):
+            a, b = cuts[j]
+            got[j].append(np.stack(res))
+            alone_res = step_ensemble(alone[j], signals[j][0][a:b], signals[j][1][a:b])
+            want[j].append(np.stack(alone_res))
+            pos[j] = b
+    for j in range(k):
+        np.testing.assert_array_equal(
+            np.concatenate(got[j], axis=1), np.concatenate(want[j], axis=1)
+        )

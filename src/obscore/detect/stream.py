@@ -264,3 +264,222 @@ def _armed_step(
         score = np.where(recent, armed, score)
     score[np.isnan(zr)] = np.nan
     return score
+
+
+def step_ensembles(
+    detectors: list[ZScoreEnsembleDetector],
+    ts: list[np.ndarray],
+    values: list[np.ndarray],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`step_ensemble` over many signals, their new points scored together.
+
+    Parameters
+    ----------
+    detectors : list of ZScoreEnsembleDetector
+        One per signal, each seeing a single series (id 0).
+    ts, values : lists of ndarray
+        Each signal's new points, as for :func:`step_ensemble`.
+
+    Returns
+    -------
+    list of (robust_z, score)
+        Per signal, what :func:`step_ensemble` returns, bit for bit.
+
+    Notes
+    -----
+    The signals that can take the incremental path (state kept, at most
+    ``_INCREMENTAL_MAX`` new points, no NaN among them, times in order) are
+    stepped together: one fast z-score kernel call each, then the robust
+    windows and the armed scores of all their new points in a few array
+    operations over the signals' kept tails laid end to end.  The others go
+    through :func:`step_ensemble` one by one.
+    """
+    out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(detectors)
+    picked: list[int] = []
+    for i, (det, t, v) in enumerate(zip(detectors, ts, values)):
+        if _can_batch(det, t, v):
+            picked.append(i)
+        else:
+            out[i] = step_ensemble(det, t, v)
+    if picked:
+        batch = _Batch([detectors[i] for i in picked], [ts[i] for i in picked],
+                       [values[i] for i in picked])  # fmt: skip
+        if batch.is_ordered():
+            for i, res in zip(picked, batch.step()):
+                out[i] = res
+        else:
+            for i in picked:
+                out[i] = step_ensemble(detectors[i], ts[i], values[i])
+    return out  # type: ignore[return-value]
+
+
+def _can_batch(det: ZScoreEnsembleDetector, ts: np.ndarray, values: np.ndarray) -> bool:
+    robust = det._robust.get(0)
+    return (
+        0 < len(ts) <= _INCREMENTAL_MAX
+        and 0 in det._fast._states
+        and robust is not None
+        and len(det._robust) == 1
+        and 0 in robust._tails
+        and 0 in det._recent
+        and not np.isnan(values).any()
+    )
+
+
+class _Batch:
+    """Signals' kept tails and new points laid end to end, one segment each.
+
+    Positions are found with one sorted key over all segments: segment
+    number times a span wider than any segment's times and windows, plus
+    the time; a search never leaves its own segment.
+    """
+
+    def __init__(self, detectors, ts, values) -> None:
+        self.detectors = detectors
+        self.n = np.array([len(t) for t in ts], np.intp)
+        self.new_ts = np.ascontiguousarray(np.concatenate(ts), np.int64)
+        self.new_v = np.ascontiguousarray(np.concatenate(values), np.float64)
+        self.robust = [d._robust[0] for d in detectors]
+        self.fast = [d._fast._states[0] for d in detectors]
+        tails = [r._tails[0] for r in self.robust]
+        recents = [d._recent[0] for d in detectors]
+        self.rob = _Segments([t for t, _ in tails], [v for _, v in tails], ts, values)
+        self.arm = _Segments([t for t, _ in recents], [z for _, z in recents], ts, None)
+
+    def is_ordered(self) -> bool:
+        return self.rob.is_ordered() and self.arm.is_ordered()
+
+    def step(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        ends = np.cumsum(self.n)
+        starts = ends - self.n
+        z = np.empty(len(self.new_ts))
+        for fast, a, b in zip(self.fast, starts.tolist(), ends.tolist()):
+            fast.update(self.new_ts[a:b], self.new_v[a:b], z[a:b])
+        zr = self._robust()
+        score = self._armed(z, zr)
+        return [(zr[a:b], score[a:b]) for a, b in zip(starts.tolist(), ends.tolist())]
+
+    def _robust(self) -> np.ndarray:
+        seg, robust = self.rob, self.robust
+        window = np.array([r.window_ms for r in robust], np.int64)
+        lag = np.array([r.lag_ms for r in robust], np.int64)
+        seg.set_pad(int((window + lag).max()) + 1)
+        s, g = seg.point_segment, seg.point_row
+        t = seg.ts[g]
+        w_p, lag_p = window[s], lag[s]
+        # lag 0 (closed="left"): the rows in [t - window, t) before the point
+        lo0 = seg.search(s, t - w_p, "left")
+        # lag > 0 (closed="right"): rows in (ts[end] - window, ts[end]] of the
+        # newest row at or before t - lag
+        end = seg.search(s, t - lag_p, "right") - 1
+        has_end = end >= seg.starts[s]
+        safe_end = np.where(has_end, end, g)
+        lo1 = seg.search(s, seg.ts[safe_end] - w_p, "right")
+        lo = np.where(lag_p > 0, np.where(has_end, lo1, g), lo0)
+        hi = np.where(lag_p > 0, np.where(has_end, safe_end + 1, g), g)
+
+        width = int((hi - lo).max(initial=0))
+        med = np.full(len(g), np.nan)
+        q25, q75 = med.copy(), med.copy()
+        if width:
+            cols = np.arange(width)
+            window_v = seg.v[np.minimum(lo[:, None] + cols, len(seg.v) - 1)]
+            window_v[~(cols < (hi - lo)[:, None]) | ~np.isfinite(window_v)] = np.nan
+            window_v.sort(axis=1)
+            count = np.count_nonzero(~np.isnan(window_v), axis=1)
+            min_samples = np.array([max(r.min_samples, 1) for r in robust])[s]
+            ok = count >= min_samples
+            if ok.any():
+                med[ok] = _median(window_v[ok], count[ok])
+                q25[ok] = _quantile(window_v[ok], count[ok], 0.25)
+                q75[ok] = _quantile(window_v[ok], count[ok], 0.75)
+        iqr = q75 - q25
+        rel_floor = np.array([r.rel_floor for r in robust])[s]
+        scale = np.maximum(iqr / _IQR_TO_STD, rel_floor * np.abs(med))
+        cw = np.array([float(r.count_window_s or 0.0) for r in robust])[s]
+        if (cw > 0).any():
+            w = np.where(cw > 0, cw, 1.0)
+            counted = np.maximum(scale, np.sqrt(np.maximum(np.abs(med), 1.0 / w) / w))
+            scale = np.where(cw > 0, counted, scale)
+        scale = np.maximum(scale, 1e-12)
+        zr = np.where(np.isnan(med), 0.0, (seg.v[g] - med) / scale)
+
+        for r, kept in zip(robust, seg.tails(window + lag, "right")):
+            r._tails[0] = kept
+        return zr
+
+    def _armed(self, z_new: np.ndarray, zr: np.ndarray) -> np.ndarray:
+        seg, dets = self.arm, self.detectors
+        seg.fill_new(z_new)
+        window = np.array([f.window_ms for f in self.fast], np.int64)
+        seg.set_pad(int(window.max()) + 1)
+        s, g = seg.point_segment, seg.point_row
+        lo = seg.search(s, seg.ts[g] - window[s], "left")
+        z = np.nan_to_num(seg.v, nan=0.0)
+        zr_f = np.nan_to_num(zr, nan=0.0)
+        threshold = np.repeat(np.array([d.threshold for d in dets]), seg.lengths)
+        drift = np.array([d.drift for d in dets])[s]
+        confirm = np.array([d.confirm for d in dets])[s]
+        score = np.abs(zr_f) / (np.abs(zr_f) + drift)
+        for sign in (1.0, -1.0):
+            hits = np.concatenate([[0], np.cumsum(sign * z > threshold)])
+            recent = (hits[g + 1] - hits[lo]) > 0
+            pos = np.maximum(sign * zr_f, 0.0)
+            armed = np.maximum(score, pos / (pos + confirm))
+            score = np.where(recent, armed, score)
+        score[np.isnan(zr)] = np.nan
+        for d, kept in zip(dets, seg.tails(window, "left")):
+            d._recent[0] = kept
+        return score
+
+
+class _Segments:
+    """Per signal, kept rows then new rows, all signals end to end."""
+
+    def __init__(self, old_ts, old_v, new_ts, new_v) -> None:
+        k = len(old_ts)
+        self.n_old = np.array([len(t) for t in old_ts], np.intp)
+        self.n_new = np.array([len(t) for t in new_ts], np.intp)
+        self.lengths = self.n_old + self.n_new
+        self.ends = np.cumsum(self.lengths)
+        self.starts = self.ends - self.lengths
+        self.ts = np.concatenate([a for pair in zip(old_ts, new_ts) for a in pair])
+        if new_v is None:  # filled later (fill_new)
+            new_v = [np.empty(len(t)) for t in new_ts]
+        self.v = np.concatenate([a for pair in zip(old_v, new_v) for a in pair])
+        self.segment = np.repeat(np.arange(k), self.lengths)
+        self.point_segment = np.repeat(np.arange(k), self.n_new)
+        first_new = self.starts + self.n_old
+        offset = np.arange(int(self.n_new.sum())) - np.repeat(
+            np.cumsum(self.n_new) - self.n_new, self.n_new
+        )
+        self.point_row = first_new[self.point_segment] + offset
+
+    def is_ordered(self) -> bool:
+        """Times never decrease within a segment (then they equal their running max)."""
+        if len(self.ts) < 2:
+            return True
+        falls = np.flatnonzero(np.diff(self.ts) < 0) + 1
+        return bool(np.isin(falls, self.starts).all())
+
+    def fill_new(self, values: np.ndarray) -> None:
+        self.v[self.point_row] = values
+
+    def set_pad(self, pad: int) -> None:
+        self.t0 = int(self.ts.min()) - pad
+        self.span = int(self.ts.max()) + pad - self.t0 + 1
+        self.key = self.segment.astype(np.int64) * self.span + (self.ts - self.t0)
+
+    def search(self, seg: np.ndarray, t: np.ndarray, side: str) -> np.ndarray:
+        """``searchsorted(ts_of_segment, t, side)`` as a row of the whole, per query."""
+        query = seg.astype(np.int64) * self.span + (t - self.t0)
+        return np.searchsorted(self.key, query, side)
+
+    def tails(self, keep_ms: np.ndarray, side: str) -> list[tuple[np.ndarray, ...]]:
+        """Per segment, copies of its rows from ``last ts - keep_ms`` on."""
+        last = self.ts[self.ends - 1]
+        cut = self.search(np.arange(len(self.ends)), last - keep_ms, side)
+        return [
+            (self.ts[a:b].copy(), self.v[a:b].copy())
+            for a, b in zip(cut.tolist(), self.ends.tolist())
+        ]
