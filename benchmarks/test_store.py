@@ -3,10 +3,17 @@
 (a) ``test_ingest_arrow_batches_with_wal``: Arrow batches of 10,000 samples
     (1,000 series x 10 times) into ``Engine(data_dir).ingest`` with the
     write-ahead log fsynced per batch (the default policy), 200 batches (2M
-    samples, 2,000 per series at 10s, so raw blocks are cut on the way too).
-    The figure is samples/s on this core; the target is 5M/s, reported as a
-    ratio.  Beside it, the same batches through the parts alone: the log's
-    append + fsync, and ``HotStore.ingest``, to show where the time goes.
+    samples, 2,000 per series at 10s, so raw blocks are cut on the way too),
+    3 rounds, each in a fresh data directory.  Reported per round: samples/s
+    by the wall clock and by the process's CPU time (all threads: the fsync
+    thread only waits), each as a ratio to the 5M/s target.  The run checks
+    that it measured the real thing: at least one fsync of the log per batch
+    (counted at the log's fsync), every sample back from the store (ring and
+    blocks) and again after reopening the directory without ``close`` (log
+    replay).  Beside it, the parts alone: the log's append + fsync, and
+    ``HotStore.ingest``; and ``fsync_only``, a write of one batch's record
+    (240,017 bytes) plus fsync per batch on the same disk, whose median
+    bounds the rate any design reaches with an fsync per 10,000 samples.
 (b) ``test_disk_bytes_per_sample``: the NAB corpus (58 files, 365,558 rows)
     and the SMD test data (7 machines x 38 columns, ts synthesised at 1m)
     written as raw blocks (2h, as the store writes them) and, in the same
@@ -43,6 +50,7 @@ import pytest
 
 from obscore import Engine
 from obscore.model import SeriesIndex, sample_table
+from obscore.store import wal as wal_module
 from obscore.store.blocks import BlockStore, TierSettings
 from obscore.store.hot import HotStore
 from obscore.store.tiers import fold
@@ -84,48 +92,118 @@ def _batches(index: SeriesIndex, n_batches: int = 200, n_series: int = 1000, per
     return out
 
 
-@pytest.mark.parametrize("part", ["engine", "wal_only", "hot_only"])
-def test_ingest_arrow_batches_with_wal(benchmark, tmp_path, part):
+def _same_samples(got, batches) -> bool:
+    """True when ``got`` holds exactly the batches' values (as multisets)."""
+    want = np.sort(np.concatenate([b["value"].to_numpy() for b in batches]))
+    return bool(np.array_equal(np.sort(got), want))
+
+
+def _engine_values(eng: Engine, index: SeriesIndex) -> np.ndarray:
+    return np.concatenate([eng._read(sid, 0, 2**62)[1] for sid in index])
+
+
+INGEST_PARTS = ["engine", "wal_only", "hot_only", "fsync_only"]
+
+
+@pytest.mark.parametrize("part", INGEST_PARTS)
+def test_ingest_arrow_batches_with_wal(benchmark, tmp_path, monkeypatch, part):
     index = SeriesIndex()
     first, *batches = _batches(index, n_batches=201)
     n = sum(b.num_rows for b in batches)
-    if part == "engine":
-        eng = Engine(tmp_path)
-        eng.ingest(first, index)  # declares the 1,000 series (not timed)
+    syncs: list[float] = []  # seconds per fsync of the log
+    real_fsync = wal_module._fsync
+
+    def counted_fsync(fd: int) -> None:
+        start = time.perf_counter()
+        real_fsync(fd)
+        syncs.append(time.perf_counter() - start)
+
+    monkeypatch.setattr(wal_module, "_fsync", counted_fsync)
+    rounds: list[tuple[float, float]] = []  # (wall s, cpu s)
+
+    def timed(run) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        run()
+        rounds.append((time.perf_counter() - wall, time.process_time() - cpu))
+
+    def setup():
+        k = len(rounds)
+        syncs.clear()
+        if part == "engine":
+            eng = Engine(tmp_path / f"r{k}")
+            eng.ingest(first, index)  # declares the 1,000 series (not timed)
+            syncs.clear()
+
+            def run():
+                for batch in batches:
+                    eng.ingest(batch)
+
+            return (run, eng), {}
+        if part == "wal_only":
+            wal = WriteAheadLog(tmp_path / f"r{k}.log")
+            cols = [tuple(b[c].to_numpy() for c in ("series_id", "ts", "value")) for b in batches]
+
+            def run():
+                for ids, ts, values in cols:
+                    wal.append_samples(ids, ts, values)
+
+            return (run, wal), {}
+        if part == "hot_only":
+            hot = HotStore(index)
+            hot.ingest(first)
+
+            def run():
+                for batch in batches:
+                    hot.ingest(batch)
+
+            return (run, hot), {}
+        fd = os.open(tmp_path / f"r{k}.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        record = os.urandom(12 + 5 + 24 * batches[0].num_rows)
 
         def run():
-            for batch in batches:
-                eng.ingest(batch)
+            for _ in batches:
+                os.write(fd, record)
+                counted_fsync(fd)
 
-    elif part == "wal_only":
-        wal = WriteAheadLog(tmp_path / "wal.log")
+        return (run, fd), {}
 
-        def run():
-            for batch in batches:
-                wal.append_samples(
-                    batch["series_id"].to_numpy(), batch["ts"].to_numpy(), batch["value"].to_numpy()
-                )
+    def one_round(run, store):
+        timed(run)
+        # the round measured the real thing
+        if part == "engine":
+            assert len(syncs) >= len(batches), f"{len(syncs)} log fsyncs for {len(batches)} batches"
+            assert _same_samples(_engine_values(store, index), [first, *batches])
+            again = Engine(store.data_dir)  # no close(): the log is replayed
+            assert _same_samples(_engine_values(again, index), [first, *batches])
+        elif part == "wal_only":
+            assert len(syncs) >= len(batches)
+            assert WriteAheadLog(store.path).replay().n_samples == n
+        elif part == "hot_only":
+            assert store.samples_stored == n + first.num_rows
+        else:
+            os.close(store)
 
-    else:
-        hot = HotStore(index)
-        hot.ingest(first)
-
-        def run():
-            for batch in batches:
-                hot.ingest(batch)
-
-    start = time.perf_counter()
-    benchmark.pedantic(run, rounds=1, iterations=1)
-    seconds = time.perf_counter() - start
-    rate = n / seconds
-    _report(
-        benchmark,
-        part=part,
-        samples=n,
-        seconds=seconds,
-        samples_per_s=rate,
-        ratio_to_target_5M=rate / TARGET_INGEST,
-    )
+    benchmark.pedantic(one_round, setup=setup, rounds=3, iterations=1)
+    walls = [w for w, _ in rounds]
+    cpus = [c for _, c in rounds]
+    figures = {
+        "part": part,
+        "samples": n,
+        "rounds": len(rounds),
+        "samples_per_s_wall": [round(n / w) for w in walls],
+        "samples_per_s_cpu": [round(n / c) for c in cpus],
+        "best_ratio_to_target_5M_wall": n / min(walls) / TARGET_INGEST,
+        "best_ratio_to_target_5M_cpu": n / min(cpus) / TARGET_INGEST,
+    }
+    if syncs:  # the last round's fsyncs
+        median = float(np.median(syncs))
+        figures.update(
+            fsyncs_last_round=len(syncs),
+            fsync_median_ms=median * 1000,
+            fsync_p90_ms=float(np.percentile(syncs, 90)) * 1000,
+            fsync_bound_samples_per_s=batches[0].num_rows / median,
+        )
+    _report(benchmark, **figures)
 
 
 # --- (b) disk ----------------------------------------------------------------------

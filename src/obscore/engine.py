@@ -534,11 +534,11 @@ class Engine:
                 wait=False,
             )
         result = self.hot.ingest(table)  # while the log's fsync runs
-        if logged_at is not None:
-            self.wal.wait(logged_at)  # acknowledged: synced as the policy says
         if self.blocks is not None and table.num_rows:
             self._logged_since_rewrite += table.num_rows
             self._cut_blocks()
+        if logged_at is not None:
+            self.wal.wait(logged_at)  # acknowledged: synced as the policy says
         self.samples_ingested += result.stored
         for reason, n in result.dropped.items():
             self.dropped[reason] = self.dropped.get(reason, 0) + n

@@ -383,7 +383,8 @@ class HotStore:
             which, ts, values = self._rings.read_many(
                 np.ascontiguousarray(slots, dtype=np.int64), int(start_ms), int(end_ms)
             )
-            ids = self._ids[slots[which]] if len(which) else np.empty(0, np.uint64)
+            # positions come slot by slot, in the order asked: a repeat, not a gather
+            ids = np.repeat(known, np.bincount(which, minlength=len(slots)))
         return pa.Table.from_arrays(
             [pa.array(ids, pa.uint64()), pa.array(ts), pa.array(values)],
             schema=SAMPLE_SCHEMA,
