@@ -280,3 +280,26 @@ def test_native_family_checks_pass_valid_histograms():
     assert not exposition.expo_histogram_ok(
         args[0], args[1], [1.0, 0.0], args[2], 0, 2, "h", False, False
     )
+
+
+WIDE = ",".join(f'l{i}="{i}"' for i in range(70))
+LIMIT_CASES = [
+    # Past the native limits (64 labels, 63-character tokens, 2**62 ms), the
+    # scan hands the line back; the outcome must not change.
+    f"a{{{WIDE}}} 1\n",
+    f'a{{{WIDE},l3="x"}} 1\n',
+    f'# TYPE h histogram\nh_bucket{{{WIDE},le="+Inf"}} 1\nh_count{{{WIDE}}} 1\n',
+    "a " + "1" * 70 + "\n",
+    "a 1 " + "9" * 19 + "\n",
+    "a 1 -" + "9" * 25 + "\n",
+    "a 1 4611686018427387905\n",
+    'a{x="\u0100\u4e2d"} 1\nb{y="\U0001f600"} 2 5\n',
+    "# HELP a \u4e2d\u6587 text\n# TYPE a counter\na 1\n",
+]
+
+
+@pytest.mark.parametrize("text", LIMIT_CASES)
+@pytest.mark.parametrize("now", [None, 1_700_000_000_000, 2**63])
+def test_scan_equals_python_loop_past_native_limits(monkeypatch, text, now):
+    _both(monkeypatch, text, now_ms=now)
+    _both(monkeypatch, text + "# EOF\n", now_ms=now, format="openmetrics")
