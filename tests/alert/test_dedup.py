@@ -63,11 +63,56 @@ def test_similarity_dedup_folds_region_variants_and_keeps_members():
     us = {**eu, "region": "us"}
     a, _ = book.raise_alert(eu, 0, M, 0.9, "error_rate of db above its range")
     b, new = book.raise_alert(us, 2 * M, 3 * M, 0.9, "error_rate of db above its range")
-    assert not new and b is a and a.members == {fingerprint(us)}
-    assert similarity(eu, "x", us, "x") == pytest.approx(0.7 * 5 / 6 + 0.3)
+    assert not new and b is a and set(a.members) == {fingerprint(us)}
+    assert a.members[fingerprint(us)].labels == us
+    assert (a.members[fingerprint(us)].start_ms, a.members[fingerprint(us)].end_ms) == (2 * M, 3 * M)
+    # alertname 3 + service 1 agree out of 5 (region differs), same words
+    assert similarity(eu, "x", us, "x") == pytest.approx(0.7 * 4 / 5 + 0.3)
     # a repeat of the folded fingerprint lands on the same alert
     c, new = book.raise_alert(us, 5 * M, 6 * M, 0.9, "error_rate of db above its range")
     assert not new and c is a and a.count == 3
+    assert a.members[fingerprint(us)].end_ms == 6 * M and a.members[fingerprint(us)].count == 2
+    assert a.firing_members(5 * M) == [fingerprint(us)] and a.firing_members(6 * M) == []
+
+
+def test_similarity_ignores_description_words_that_repeat_the_labels():
+    from obscore.alert.dedup import similarity
+
+    db = {"alertname": "error_rate_anomaly", "error_type": "timeout", "service": "db"}
+    auth = {**db, "service": "auth"}
+    # the descriptions differ only where the labels do: counted once, in the labels
+    sim = similarity(db, 'error_rate{service="db"} above', auth, 'error_rate{service="auth"} above')
+    assert sim == pytest.approx(0.7 * 4 / 5 + 0.3)
+    assert similarity(db, "above its range", auth, "below its range") == pytest.approx(
+        0.7 * 4 / 5 + 0.3 * 2 / 4
+    )
+
+
+def test_similarity_dedup_folds_a_symptom_spreading_through_members_within_15m():
+    from obscore.alert.dedup import similarity
+
+    # each alert is similar to the one before, not to the first: all fold into one
+    book = AlertBook(15 * M, similarity_threshold=0.8)
+    base = {"alertname": "request_latency_anomaly", "region": "eu", "service": "db"}
+    steps = [base, {**base, "region": "us"}, {**base, "region": "us", "service": "auth"},
+             {**base, "region": "ap", "service": "auth"}]
+    news = [book.raise_alert(lab, k * M, k * M + M, 0.9, "latency up")[1] for k, lab in enumerate(steps)]
+    assert news == [True, False, False, False]
+    assert similarity(steps[0], "latency up", steps[2], "latency up") < 0.8  # only via a member
+    (alert,) = book.alerts
+    assert [m.labels for m in alert.members.values()] == steps[1:]
+    assert alert.end_ms == 4 * M and book.folded_by_similarity == 3
+    # once everything is over 15m, the same symptom is a new alert
+    _, new = book.raise_alert(steps[3], 20 * M, 21 * M, 0.9, "latency up")
+    assert new and len(book.alerts) == 2
+
+
+def test_similarity_dedup_keeps_incidents_of_members():
+    book = AlertBook(15 * M, similarity_threshold=0.8)
+    eu = {"alertname": "x", "service": "db", "region": "eu", "host": "h1"}
+    a, _ = book.raise_alert(eu, 0, M, 0.9, "x up", incident_id=1)
+    book.raise_alert({**eu, "region": "us"}, M, 2 * M, 0.9, "x up", incident_id=2)
+    assert a.incident_ids == {1, 2} and a.incident_id == 1
 
 
 def test_similarity_dedup_never_folds_different_alert_names():
@@ -80,7 +125,7 @@ def test_similarity_dedup_never_folds_different_alert_names():
 def test_similarity_index_finds_what_comparing_with_every_alert_finds():
     import random
 
-    from obscore.alert.dedup import SimilarityIndex, similarity
+    from obscore.alert.dedup import SIMILARITY_EPS, SimilarityIndex, similarity
 
     rng = random.Random(3)
     for threshold in (0.2, 0.6, 0.8, 0.9):
@@ -92,7 +137,8 @@ def test_similarity_index_finds_what_comparing_with_every_alert_finds():
                 labels[name] = f"{name}{rng.randrange(3)}"
             summary = rng.choice(["disk full", "disk almost full", "latency high", ""])
             start = k * 1_000
-            best, best_sim = None, threshold  # the plain scan AlertBook did, oldest wins ties
+            # the plain scan AlertBook did, oldest wins ties
+            best, best_sim = None, threshold - SIMILARITY_EPS
             for it in reversed(items):
                 if start - it[2] > 60_000:
                     continue

@@ -60,10 +60,11 @@ rules = ["HighTemp"]
 """
 
 
-def _engine(tmp_path: Path, receiver: str = "log", integration: str = "log_configs = [{}]") -> Engine:
+def _engine(tmp_path: Path, receiver: str = "log", integration: str = "log_configs = [{}]",
+            extra: str = "") -> Engine:
     (tmp_path / "obscore.toml").write_text(
         CONFIG.format(receiver=receiver, integration=integration, python=sys.executable,
-                      marker=str(tmp_path / "ran.txt"))
+                      marker=str(tmp_path / "ran.txt")) + extra
     )
     return Engine(tmp_path / "data", config=tmp_path / "obscore.toml")
 
@@ -121,9 +122,12 @@ def test_serve_keeps_silences_and_alerts_across_a_restart(tmp_path):
 @pytest.mark.integration
 def test_alerts_forwarded_to_a_real_alertmanager_show_in_its_v2_api(tmp_path, alertmanager):  # noqa: F811
     base, _ = alertmanager
+    # exact-only dedup: "a too hot" and "b too hot" at once would fold by similarity
+    # into one alert listing both, and this test follows each alert in Alertmanager
     eng = _engine(
         tmp_path, "am",
         f'alertmanager_configs = [{{ url = "{base}", send_resolved = true }}]',
+        extra="\n[alerts]\nsimilarity = 1.0\n",
     )
     eng.alert_flow.am_resend_ms = 1_000  # re-post firing alerts every second (default 1m)
     now = time.time_ns() // 1_000_000
