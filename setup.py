@@ -23,6 +23,12 @@ directives = {
     "cdivision": not debug,
 }
 
+# C headers a kernel includes: a change to one rebuilds the kernel.
+HEADERS = {
+    "histogram": ["src/obscore/_native/_hist_index.h"],
+    "ringbuf": ["src/obscore/_native/_ringbuf_push.h"],
+}
+
 # The isolation-forest kernel splits rows across threads with OpenMP.
 OPENMP = {"iforest"}
 
@@ -35,7 +41,7 @@ extensions = [
     Extension(
         f"obscore._native.{name}",
         [f"src/obscore/_native/{name}.pyx"],
-        depends=["src/obscore/_native/_hist_index.h"] if name == "histogram" else [],
+        depends=HEADERS.get(name, []),
         include_dirs=[np.get_include()],
         extra_compile_args=[*FLAGS, *(["-fopenmp"] if name in OPENMP else [])],
         extra_link_args=["-fopenmp"] if name in OPENMP else [],

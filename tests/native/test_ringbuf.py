@@ -348,3 +348,27 @@ def test_ringbuf_long_runs_cross_staging_like_model(capacity, steps):
         if read_after:
             assert rb.read(slot)[0].tolist() == [t for t, _ in model.series[slot]]
     assert_same_as_model(rb, model)
+
+
+@pytest.mark.parametrize("capacity", [45, 48, 100])
+def test_ringbuf_scrapes_over_many_laps_like_model(capacity):
+    # Scrapes of every series in shuffled order for several laps of the ring,
+    # with a read of one series now and then: a capacity that is not a
+    # multiple of 8 leaves heads off the 64-byte lines after each wrap, a read
+    # moves a partial stage, and the push realigns with a shorter stage.
+    rng = np.random.default_rng(7)
+    n_series = 5
+    rb = RingBuffers(capacity=capacity, n_series=n_series)
+    model = RingModel(capacity, n_series)
+    for scrape in range(5 * capacity):
+        slots = rng.permutation(n_series)
+        ts = np.full(n_series, 10 * scrape)
+        values = rng.normal(size=n_series)
+        n, status = push(rb, slots, ts, values)
+        assert n == n_series and not status.any()
+        for s, t, v in zip(slots, ts, values):
+            model.push(int(s), int(t), float(v))
+        if scrape % 37 == 0:
+            slot = scrape % n_series
+            assert rb.read(slot)[0].tolist() == [t for t, _ in model.series[slot]]
+    assert_same_as_model(rb, model)

@@ -13,16 +13,15 @@ cdef class RingBuffers:
     cdef object _ts_rows            # ndarray int64 (n_alloc, stride): ts in ms, ring order
     cdef object _value_rows         # ndarray float64 (n_alloc, stride): values, ring order
     cdef object _meta_rows          # ndarray int64 (n_alloc, 4): head, count, last ts, staged
-    cdef object _stage_ts_rows      # ndarray int64 (n_alloc, _STAGE): ts in ms not yet in the row
-    cdef object _stage_value_rows   # ndarray float64 (n_alloc, _STAGE): their values
+    cdef object _stage_rows         # ndarray int64 (n_alloc, 2 * _STAGE): per slot the ts in ms
+                                    # not yet in the row, then their values' float64 bits
     cdef object _heads              # column 0 of _meta_rows: next write position in the row
     cdef object _counts             # column 1 of _meta_rows: samples in the row per slot
     cdef object _last_ts            # column 2 of _meta_rows: last stored ts in ms, or INT64_MIN
     cdef int64_t[:, ::1] _ts        # view of _ts_rows
     cdef float64_t[:, ::1] _values  # view of _value_rows
     cdef int64_t[:, ::1] _meta      # view of _meta_rows
-    cdef int64_t[:, ::1] _stage_ts  # view of _stage_ts_rows
-    cdef float64_t[:, ::1] _stage_values  # view of _stage_value_rows
+    cdef int64_t[:, ::1] _stage     # view of _stage_rows
     cdef int64_t[:] _head           # view of _heads
     cdef int64_t[:] _count          # view of _counts
     cdef int64_t[:] _last           # view of _last_ts

@@ -18,14 +18,27 @@ from obscore._native._types cimport float64_t, int64_t, intp_t
 
 # --- ringbuf: status codes and row layout ---
 
-cdef enum:
-    _STORED = 0        # the sample was appended
-    _OUT_OF_ORDER = 1  # ts older than the last stored ts of its slot
-    _DUPLICATE = 2     # ts equal to the last stored ts of its slot
-    _LINE = 8          # int64 or float64 items per 64-byte cache line
-    _META = 4          # int64 items per slot in the metadata table
-    _STAGE = 16        # samples a slot stages before they move to its row
-
+# The push loop and the move of staged samples into a row are in C
+# (_ringbuf_push.h), with the status codes and layout constants.
+cdef extern from "_ringbuf_push.h" nogil:
+    enum:
+        _STORED "OBS_STORED"              # the sample was appended
+        _OUT_OF_ORDER "OBS_OUT_OF_ORDER"  # ts older than the last stored ts of its slot
+        _DUPLICATE "OBS_DUPLICATE"        # ts equal to the last stored ts of its slot
+        _LINE "OBS_LINE"                  # int64 or float64 items per 64-byte cache line
+        _META "OBS_META"                  # int64 items per slot in the metadata table
+        _STAGE "OBS_STAGE"                # samples a slot stages before they move to its row
+    void _move_staged "obs_ring_move" (
+        int64_t* m, int64_t k, int64_t* row_ts, float64_t* row_values,
+        const int64_t* stage_ts, const float64_t* stage_values, int64_t capacity)
+    ctypedef struct _Rows "obs_ring_rows":
+        int64_t* row_ts
+        float64_t* row_values
+        int64_t stride
+        int64_t capacity
+    int64_t _push_rows "obs_ring_push" (
+        const int64_t* in_slots, const int64_t* in_ts, const float64_t* in_values,
+        uint8_t* out_status, intp_t n, int64_t* meta, int64_t* stage, const _Rows* rows)
 
 
 cnp.import_array()
@@ -60,31 +73,19 @@ cdef inline int64_t _padded_stride(int64_t capacity) noexcept nogil:
 # push of bench.py's ringbuf case went from 26 to 11 ns a sample (CPU time),
 # 1.6x -> 4.0-4.9x the NumPy ring. Padding the NumPy ring's rows like ours
 # changed its speed by under 5% there (8640 is not a power of two).
-
-cdef inline void _move_staged(int64_t* m, int64_t k, int64_t* row_ts,
-                              float64_t* row_values, const int64_t* stage_ts,
-                              const float64_t* stage_values, int64_t capacity) noexcept nogil:
-    # Append the k staged samples of one slot to its row (m = head, count,
-    # last ts, staged), overwriting the oldest when the row is full. k is
-    # passed (not read from m[3]) so the push loop's constant reaches memcpy.
-    cdef int64_t pos = m[0]
-    cdef int64_t q
-    if pos + k <= capacity:
-        memcpy(row_ts + pos, stage_ts, k * sizeof(int64_t))
-        memcpy(row_values + pos, stage_values, k * sizeof(float64_t))
-        pos += k
-        if pos == capacity:
-            pos = 0
-    else:
-        for q in range(k):
-            row_ts[pos] = stage_ts[q]
-            row_values[pos] = stage_values[q]
-            pos += 1
-            if pos == capacity:
-                pos = 0
-    m[0] = pos
-    m[1] = m[1] + k if m[1] + k < capacity else capacity
-    m[3] = 0
+#
+# NOTE: a full stage moves into its row with non-temporal stores when its
+# place in the row is line aligned, so the row's lines (not in any cache: a
+# hot tier's rows are far larger) are not read from memory only to be
+# overwritten. Rows start on a 64-byte boundary (_zeros_rows), and a slot
+# whose head is off a line boundary (after a wrap of a capacity that is not
+# a multiple of 8, or a read that moved a partial stage) moves early, at the
+# stage size that ends on one. With the loop in C as well (_ringbuf_push.h),
+# bench.py's ringbuf case at 10M appends went from 6.9-7.1 to 4.6-4.9 ns a
+# sample (thread CPU time, best of 5, load 3.6-3.8 on the 2-core KVM EPYC),
+# 2.3-2.4x -> 3.3-3.5x the NumPy ring in the same runs (the reference at
+# 57-63M samples/s; the 4.0-4.9x above was not reproduced). The price: a read
+# of samples pushed moments ago finds them in memory, not in cache.
 
 
 cdef inline bint _is_plain(object a, int typenum, bint writable):
@@ -139,6 +140,16 @@ cdef void _copy_filled(int64_t[:, ::1] old_ts, float64_t[:, ::1] old_values,
         if k > 0:
             memcpy(&new_ts[s, 0], &old_ts[s, 0], k * sizeof(int64_t))
             memcpy(&new_values[s, 0], &old_values[s, 0], k * sizeof(float64_t))
+
+
+cdef object _zeros_rows(int64_t n_rows, int64_t stride, object dtype):
+    # A zeroed (n_rows, stride) array of 8-byte items whose rows start on
+    # 64-byte boundaries (stride is a whole number of lines): a view into a
+    # slightly longer np.zeros buffer, whose pages stay unmapped until
+    # written, as the growth path relies on.
+    buf = np.zeros(n_rows * stride + _LINE, dtype=dtype)
+    skip = (-buf.ctypes.data % (_LINE * 8)) // 8
+    return buf[skip:skip + n_rows * stride].reshape(n_rows, stride)
 
 
 # --- ringbuf: per-series ring buffers of (ts, value) ---
@@ -214,15 +225,14 @@ cdef class RingBuffers:
         if n_rows <= self._n_alloc:
             return 0
         new_alloc = max(n_rows, 2 * self._n_alloc, 8)
-        ts_rows = np.zeros((new_alloc, self._stride), dtype=np.int64)
-        value_rows = np.zeros((new_alloc, self._stride), dtype=np.float64)
+        ts_rows = _zeros_rows(new_alloc, self._stride, np.int64)
+        value_rows = _zeros_rows(new_alloc, self._stride, np.float64)
         # head, count, last ts and staged count of a slot share one cache
         # line: a push reads them all per sample
         meta = np.zeros((new_alloc, _META), dtype=np.int64)
         meta[:, 2] = INT64_MIN
         heads, counts, last_ts = meta[:, 0], meta[:, 1], meta[:, 2]
-        stage_ts = np.zeros((new_alloc, _STAGE), dtype=np.int64)
-        stage_values = np.zeros((new_alloc, _STAGE), dtype=np.float64)
+        stage = np.zeros((new_alloc, 2 * _STAGE), dtype=np.int64)
 
         n = self._n_series
         if n > 0:
@@ -235,9 +245,9 @@ cdef class RingBuffers:
         self._ts_rows, self._value_rows = ts_rows, value_rows
         self._heads, self._counts, self._last_ts = heads, counts, last_ts
         self._meta_rows = meta
-        self._stage_ts_rows, self._stage_value_rows = stage_ts, stage_values
+        self._stage_rows = stage
         self._ts, self._values, self._meta = ts_rows, value_rows, meta
-        self._stage_ts, self._stage_values = stage_ts, stage_values
+        self._stage = stage
         self._head, self._count, self._last = heads, counts, last_ts
         self._n_alloc = new_alloc
         return 0
@@ -247,7 +257,7 @@ cdef class RingBuffers:
         cdef int64_t* m = &self._meta[slot, 0]
         if m[3] > 0:
             _move_staged(m, m[3], &self._ts[slot, 0], &self._values[slot, 0],
-                         &self._stage_ts[slot, 0], &self._stage_values[slot, 0],
+                         &self._stage[slot, 0], <float64_t*>&self._stage[slot, _STAGE],
                          self._capacity)
 
     cdef void _flush_all(self) noexcept nogil:
@@ -370,9 +380,20 @@ cdef class RingBuffers:
         cdef intp_t i
         cdef intp_t bad = -1
         cdef int64_t n_series = self._n_series
-        cdef int64_t capacity = self._capacity
-        cdef int64_t s, t, stored = 0
+        cdef int64_t stored = 0
         cdef int64_t lo = 0, hi = 0
+        cdef _Rows rows
+        rows.row_ts = &self._ts[0, 0]
+        rows.row_values = &self._values[0, 0]
+        rows.stride = self._stride
+        rows.capacity = self._capacity
+
+        # NOTE: plain pointers, not memoryviews (a memoryview's data pointer
+        # and strides sit in a struct whose address escapes, so GCC reloads
+        # them after stores), and a slot's head, count, last ts and staged
+        # count in one cache line. The loop is in C (_ringbuf_push.h), where
+        # its pointers stay in registers. One release of the GIL for the
+        # check and the loop. Measured in benchmarks/test_kernels.py, ringbuf.
         with nogil:
             # min and max first, branch-free (vectorized); the bad row is
             # looked for only when there is one
@@ -384,46 +405,13 @@ cdef class RingBuffers:
                     if in_slots[i] < 0 or in_slots[i] >= n_series:
                         bad = i
                         break
+            elif n > 0:
+                stored = _push_rows(in_slots, in_ts, in_values, out_status, n,
+                                    &self._meta[0, 0], &self._stage[0, 0], &rows)
         if bad >= 0:
             raise IndexError(
                 f"row {bad}: slot {in_slots[bad]} is outside [0, {n_series})"
             )
-        if n == 0:
-            return 0
-
-        # NOTE: plain pointers, not memoryviews, in the loop (a memoryview's
-        # data pointer and strides sit in a struct whose address escapes, so
-        # GCC reloads them after stores), and a slot's head, count, last ts
-        # and staged count in one cache line. Measured in
-        # benchmarks/test_kernels.py, ringbuf.
-        cdef int64_t stride = self._stride
-        cdef int64_t* p_ts = &self._ts[0, 0]
-        cdef float64_t* p_values = &self._values[0, 0]
-        cdef int64_t* p_meta = &self._meta[0, 0]
-        cdef int64_t* p_stage_ts = &self._stage_ts[0, 0]
-        cdef float64_t* p_stage_values = &self._stage_values[0, 0]
-        cdef int64_t* m
-        cdef int64_t k, at
-        with nogil:
-            for i in range(n):
-                s = in_slots[i]
-                t = in_ts[i]
-                m = p_meta + s * _META  # head, count, last ts, staged
-                k = m[3]
-                if m[1] + k > 0 and t <= m[2]:
-                    out_status[i] = _DUPLICATE if t == m[2] else _OUT_OF_ORDER
-                    continue
-                at = s * _STAGE + k
-                p_stage_ts[at] = t
-                p_stage_values[at] = in_values[i]
-                m[2] = t
-                m[3] = k + 1
-                if k + 1 == _STAGE:
-                    _move_staged(m, _STAGE, p_ts + s * stride, p_values + s * stride,
-                                 p_stage_ts + s * _STAGE, p_stage_values + s * _STAGE,
-                                 capacity)
-                out_status[i] = _STORED
-                stored += 1
         return stored
 
     def count(self, slot: int) -> int:

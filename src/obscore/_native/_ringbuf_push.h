@@ -1,0 +1,156 @@
+/* The push loop of ringbuf.pyx and the move of staged samples into a row.
+ *
+ * Written in C rather than Cython so that the loop's pointers stay in
+ * registers, with the move out of line (see obs_ring_move_slot).
+ *
+ * A ring row is written once per lap and read rarely, and a hot tier's rows
+ * are far larger than the caches. A plain store to a line that is not cached
+ * first reads the line from memory (to own it), then writes it back: twice
+ * the traffic of the data. A full stage (16 samples, two 64-byte lines of ts
+ * and two of values) therefore moves with non-temporal stores of whole
+ * lines, which skip the read, when its place in the row is line aligned;
+ * otherwise, and on machines without SSE2 (aarch64), with memcpy. Such
+ * stores are weakly ordered: obs_ring_push fences them before it returns.
+ *
+ * Slot metadata m[0..3]: head (next write position in the row), count,
+ * last stored ts, staged count. The staged samples of slot s are
+ * stage[s * 2 * OBS_STAGE + j] (ts) and stage[... + OBS_STAGE + j] (the
+ * value's bits), j < m[3].
+ */
+#ifndef OBSCORE_RINGBUF_PUSH_H
+#define OBSCORE_RINGBUF_PUSH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#define OBS_HAS_STREAM 1
+#else
+#define OBS_HAS_STREAM 0
+#endif
+
+enum {
+    OBS_STORED = 0,        /* the sample was appended */
+    OBS_OUT_OF_ORDER = 1,  /* ts older than the last stored ts of its slot */
+    OBS_DUPLICATE = 2,     /* ts equal to the last stored ts of its slot */
+    OBS_LINE = 8,          /* int64 or float64 items per 64-byte cache line */
+    OBS_META = 4,          /* int64 items per slot in the metadata table */
+    OBS_STAGE = 16,        /* samples a slot stages before they move to its row */
+};
+
+/* Copy a full stage to row_ts, row_values (which have room for it). */
+static inline void obs_ring_copy_stage(int64_t *row_ts, double *row_values,
+                                       const int64_t *stage_ts,
+                                       const double *stage_values)
+{
+#if OBS_HAS_STREAM
+    if ((((uintptr_t)row_ts | (uintptr_t)row_values) & 63) == 0) {
+        for (int q = 0; q < OBS_STAGE; q += 2) {
+            _mm_stream_si128((__m128i *)(row_ts + q),
+                             _mm_loadu_si128((const __m128i *)(stage_ts + q)));
+            _mm_stream_pd(row_values + q, _mm_loadu_pd(stage_values + q));
+        }
+        return;
+    }
+#endif
+    memcpy(row_ts, stage_ts, OBS_STAGE * sizeof(int64_t));
+    memcpy(row_values, stage_values, OBS_STAGE * sizeof(double));
+}
+
+/* Append the k staged samples of one slot to its row, overwriting the oldest
+ * when the row is full, and empty the stage. */
+static inline void obs_ring_move(int64_t *m, int64_t k, int64_t *row_ts,
+                                 double *row_values, const int64_t *stage_ts,
+                                 const double *stage_values, int64_t capacity)
+{
+    int64_t pos = m[0];
+    if (pos + k <= capacity) {
+        if (k == OBS_STAGE) {
+            obs_ring_copy_stage(row_ts + pos, row_values + pos, stage_ts, stage_values);
+        } else {
+            memcpy(row_ts + pos, stage_ts, (size_t)k * sizeof(int64_t));
+            memcpy(row_values + pos, stage_values, (size_t)k * sizeof(double));
+        }
+        pos += k;
+        if (pos == capacity)
+            pos = 0;
+    } else {
+        for (int64_t q = 0; q < k; q++) {
+            row_ts[pos] = stage_ts[q];
+            row_values[pos] = stage_values[q];
+            if (++pos == capacity)
+                pos = 0;
+        }
+    }
+    m[0] = pos;
+    m[1] = m[1] + k < capacity ? m[1] + k : capacity;
+    m[3] = 0;
+}
+
+/* Where a slot's full stage goes: the rows and their geometry. */
+typedef struct {
+    int64_t *row_ts;      /* ts rows, stride items apart */
+    double *row_values;   /* value rows, same layout */
+    int64_t stride;       /* row length in items */
+    int64_t capacity;     /* samples kept per row */
+} obs_ring_rows;
+
+/* Out of line, so that the push loop keeps its own pointers in registers
+ * (inlined, GCC kept five of them on the stack and reloaded them per
+ * sample); called once per stage, not per sample. */
+static __attribute__((noinline)) void obs_ring_move_slot(int64_t *m, int64_t k,
+                                                         int64_t s, int64_t *stage,
+                                                         const obs_ring_rows *rows)
+{
+    int64_t *row_ts = rows->row_ts + s * rows->stride;
+    double *row_values = rows->row_values + s * rows->stride;
+    const int64_t *stage_ts = stage + s * 2 * OBS_STAGE;
+    const double *stage_values = (const double *)(stage_ts + OBS_STAGE);
+    if (k == OBS_STAGE)
+        obs_ring_move(m, OBS_STAGE, row_ts, row_values, stage_ts, stage_values,
+                      rows->capacity);
+    else
+        obs_ring_move(m, k, row_ts, row_values, stage_ts, stage_values, rows->capacity);
+}
+
+/* Stage n samples (slots already checked to be in range) and move each
+ * stage that fills: a full one, or a shorter one that brings the head to a
+ * line boundary (a capacity not a multiple of 8 after a wrap, or a read that
+ * moved a partial stage). stage holds per slot OBS_STAGE ts then OBS_STAGE
+ * values (as float64). Writes a status per row; returns the number stored. */
+static int64_t obs_ring_push(const int64_t *restrict in_slots,
+                             const int64_t *restrict in_ts,
+                             const double *restrict in_values,
+                             uint8_t *restrict out_status, ptrdiff_t n,
+                             int64_t *restrict meta, int64_t *restrict stage,
+                             const obs_ring_rows *rows)
+{
+    ptrdiff_t rejected = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const int64_t s = in_slots[i];
+        const int64_t t = in_ts[i];
+        int64_t *m = meta + s * OBS_META;
+        int64_t *at = stage + s * 2 * OBS_STAGE + m[3];
+        const int64_t k = m[3] + 1;
+        if (m[1] + k > 1 && t <= m[2]) {
+            out_status[i] = t == m[2] ? OBS_DUPLICATE : OBS_OUT_OF_ORDER;
+            rejected++;
+            continue;
+        }
+        at[0] = t;
+        memcpy(at + OBS_STAGE, &in_values[i], sizeof(double));
+        m[2] = t;
+        m[3] = k;
+        if (k == OBS_STAGE - (m[0] & (OBS_LINE - 1)))
+            obs_ring_move_slot(m, k, s, stage, rows);
+        out_status[i] = OBS_STORED;
+    }
+#if OBS_HAS_STREAM
+    _mm_sfence();
+#endif
+    return n - rejected;
+}
+
+#endif
