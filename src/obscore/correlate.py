@@ -12,12 +12,17 @@ source's ``p`` past values (unrestricted model), over rows ``p..n-1`` only.
 four of statsmodels' statistics for one pair, and :func:`granger_matrix`
 tests every ordered pair of many series at every lag up to ``maxlag`` at
 once.
+
+:func:`group_anomalies` groups anomalies into incidents by the time of their
+onsets, their place (service and region) and the call graph, and records why
+each one joined.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 from scipy import stats
@@ -598,3 +603,342 @@ def _fill_lag(
             res = granger(X[i], X[j], lag)
             f_out[i, j], p_out[i, j] = res.f_stat, res.p_value
             status[i, j] = _STATUS.index(res.reason) if res.reason else _OK
+
+
+# --- grouping: anomalies into incidents by onset, place and dependency ---
+
+
+class _Located(Protocol):
+    """What the grouping reads of an anomaly (``obscore.pipeline.Anomaly`` fits)."""
+
+    @property
+    def signal(self) -> str: ...
+    @property
+    def start_ms(self) -> int: ...
+    @property
+    def end_ms(self) -> int: ...
+    @property
+    def service(self) -> str | None: ...
+    @property
+    def region(self) -> str | None: ...
+
+
+class _Topology(Protocol):
+    """The call graph the grouping walks (``obscore.catalogue.Catalogue`` fits)."""
+
+    def callers(self, name: str) -> tuple[str, ...]: ...
+    def callees(self, name: str) -> tuple[str, ...]: ...
+
+
+@dataclass(slots=True)
+class AnomalyGroup:
+    """Anomalies judged to be one problem, as indices into the grouped sequence.
+
+    ``reasons`` holds one line per member, in the order of ``members``: the
+    first says it opened the group, each other names the member it was linked
+    to and why.
+    """
+
+    members: list[int]
+    reasons: list[str]
+    start_ms: int
+    end_ms: int
+
+
+@dataclass(slots=True)
+class _Seen:
+    """The members of one group at one place, summed up for link checks."""
+
+    start_ms: int  # latest onset
+    signal: str  # the signal with that onset, named in reasons
+    end_ms: int  # latest end
+    end_signal: str
+    first_ms: int  # earliest onset
+
+    def add(self, a: _Located) -> None:
+        self.first_ms = min(self.first_ms, a.start_ms)
+        self.start_ms, self.signal = a.start_ms, a.signal
+        if a.end_ms >= self.end_ms:
+            self.end_ms, self.end_signal = a.end_ms, a.signal
+
+
+def _note(table: dict, key: object, gid: int, a: _Located) -> None:
+    slot = table.setdefault(key, {})
+    seen = slot.get(gid)
+    if seen is None:
+        slot[gid] = _Seen(a.start_ms, a.signal, a.end_ms, a.signal, a.start_ms)
+    else:
+        seen.add(a)
+
+
+def _neighbours(
+    topology: _Topology | None, service: str, max_hops: int
+) -> dict[str, int]:
+    """Services within ``max_hops`` of ``service`` in the undirected call graph."""
+    if topology is None:
+        return {}
+    seen, frontier = {service: 0}, [service]
+    for hops in range(1, max_hops + 1):
+        nxt = []
+        for node in frontier:
+            for other in (*topology.callees(node), *topology.callers(node)):
+                if other not in seen:
+                    seen[other] = hops
+                    nxt.append(other)
+        frontier = nxt
+    del seen[service]
+    return seen
+
+
+def group_anomalies(
+    anomalies: Sequence[_Located],
+    topology: _Topology | None = None,
+    *,
+    quiet_ms: int = 900_000,
+    onset_ms: int = 120_000,
+    sync_ms: int = 60_000,
+    refire_ms: int = 300_000,
+    max_hops: int = 1,
+    max_symptoms: int = 5,
+    max_places: int = 3,
+) -> list[AnomalyGroup]:
+    """Group anomalies that are one problem, and say why each one joined.
+
+    Grouping runs in two steps, each anomaly taken in order of onset.
+
+    1. *Onsets that move together.*  An anomaly is linked to an earlier one
+       ``b`` when their onsets are close and their places are related:
+
+       - the same place (service and region; a business signal's place is its
+         region) with an onset at most ``onset_ms`` after ``b``'s;
+       - *dependency*: a service within ``max_hops`` of ``b``'s in the call
+         graph, either way (errors and latency travel up to the callers, a
+         traffic surge down to the callees), in the same region, with an onset
+         at most ``onset_ms`` after ``b``'s: the lead-lag of an effect
+         travelling along the edge;
+       - the same service in another region with an onset at most ``sync_ms``
+         after ``b``'s: one cause hitting every region at once, such as a
+         global deploy.
+
+       Linked anomalies form a cluster; an anomaly with links into several
+       clusters joins the one with the strongest link (same place first), then
+       the nearest onset.  Clusters are never merged.
+    2. *Late symptoms.*  A small cluster (at most ``max_symptoms`` anomalies
+       at no more than ``max_places`` places) joins an incident still open
+       (its last member ended at most ``quiet_ms`` before) when each of its
+       anomalies is tied to it: the same signal firing again within
+       ``refire_ms`` of its last end; an anomaly at the service the incident
+       opened at, or at a direct dependency of it, in a region where a member
+       there is still anomalous (a memory leak's CPU and latency half way
+       through); a business signal in a region where a member is anomalous.
+       These links are weak: the cluster joins, but nothing later can join
+       through its members, so two problems are never chained through a
+       shared region or a long-running symptom.  Symptoms at services that
+       merely suffer from the incident do not pull in new onsets, so a new
+       cause on a service that already suffers from another incident stays
+       apart; so does any larger cluster of new onsets.
+
+    Anything else opens an incident of its own: unrelated anomalies at the
+    same time stay apart, and so does a lone noise anomaly.
+
+    Parameters
+    ----------
+    anomalies : sequence
+        Objects with ``signal``, ``start_ms``, ``end_ms``, ``service`` and
+        ``region`` (``obscore.pipeline.Anomaly``); ``service`` and ``region``
+        may be None.
+    topology : object, optional
+        With ``callers(name)`` and ``callees(name)`` (``Catalogue``); without
+        one, no dependency links are made.  Unknown services have no
+        neighbours; cycles are walked with a visited set.
+    quiet_ms, onset_ms, sync_ms, refire_ms : int
+        The time limits above, in milliseconds.
+    max_hops : int
+        How far apart in the call graph a dependency link of step 1 may reach.
+    max_symptoms, max_places : int
+        The largest cluster that may join as late symptoms, in anomalies and
+        in places.
+
+    Returns
+    -------
+    list of AnomalyGroup
+        Ordered by onset; members are indices into ``anomalies``.
+
+    Notes
+    -----
+    Each anomaly looks up only the places it can link to (its own, its
+    neighbours' in its region, its service in other regions), each holding
+    one summary per group, and summaries too old to link are dropped, so the
+    cost is about linear in the anomalies times the groups found at those
+    places, and memory linear in the anomalies.
+    """
+    order = sorted(
+        range(len(anomalies)),
+        key=lambda i: (anomalies[i].start_ms, anomalies[i].signal),
+    )
+    clusters = _cluster_onsets(anomalies, order, topology, onset_ms, sync_ms, max_hops)
+    return _attach_symptoms(
+        anomalies, clusters, topology, quiet_ms, refire_ms, max_symptoms, max_places
+    )
+
+
+def _place(a: _Located) -> tuple[str | None, str | None]:
+    return (a.service, a.region)
+
+
+def _cluster_onsets(
+    anomalies: Sequence[_Located],
+    order: list[int],
+    topology: _Topology | None,
+    onset_ms: int,
+    sync_ms: int,
+    max_hops: int,
+) -> list[AnomalyGroup]:
+    """Step 1 of :func:`group_anomalies`: link onsets that move together."""
+    clusters: list[AnomalyGroup] = []
+    places: dict[tuple, dict[int, _Seen]] = {}  # place -> cluster -> its members there
+    regions_of: dict[str, set[str | None]] = {}  # service -> regions seen
+    near_cache: dict[str, dict[str, int]] = {}
+
+    keep_ms = max(onset_ms, sync_ms)
+
+    def recent(place: tuple, ts: int, limit: int):
+        slot = places.get(place)
+        if not slot:
+            return ()
+        for cid in [c for c, s in slot.items() if ts - s.start_ms > keep_ms]:
+            del slot[cid]  # too old to link to anything still to come
+        return [
+            (cid, s, ts - s.start_ms)
+            for cid, s in slot.items()
+            if ts - s.start_ms <= limit
+        ]
+
+    for i in order:
+        a = anomalies[i]
+        best: tuple | None = None  # (rank, -gap, -cluster, reason)
+        for cid, s, gap in recent(_place(a), a.start_ms, onset_ms):
+            if a.service is None:
+                why = f"a business signal in the same region as {s.signal}"
+            else:
+                why = f"same service {a.service!r} and region as {s.signal}"
+            cand = (3, -gap, -cid, f"{why}, {gap / 1000:.0f} s later")
+            best = max(best or cand, cand)
+        if a.service is not None:
+            if a.service not in near_cache:
+                near_cache[a.service] = _neighbours(topology, a.service, max_hops)
+            for other, hops in near_cache[a.service].items():
+                for cid, s, gap in recent((other, a.region), a.start_ms, onset_ms):
+                    why = (
+                        f"{a.service!r} is {hops} hop(s) from {other!r} in the "
+                        f"dependency graph and moved {gap / 1000:.0f} s after "
+                        f"{s.signal}"
+                    )
+                    best = max(best or (2, -gap, -cid, why), (2, -gap, -cid, why))
+            for region in regions_of.get(a.service, ()):
+                if region == a.region:
+                    continue
+                for cid, s, gap in recent((a.service, region), a.start_ms, sync_ms):
+                    why = (
+                        f"same service {a.service!r} moved in region {region!r} "
+                        f"{gap / 1000:.0f} s before ({s.signal})"
+                    )
+                    best = max(best or (2, -gap, -cid, why), (2, -gap, -cid, why))
+            regions_of.setdefault(a.service, set()).add(a.region)
+        if best is None:
+            cid = len(clusters)
+            opened = [f"{a.signal} opened the incident"]
+            clusters.append(AnomalyGroup([i], opened, a.start_ms, a.end_ms))
+        else:
+            cid = -best[2]
+            c = clusters[cid]
+            c.members.append(i)
+            c.reasons.append(f"{a.signal} joined: {best[3]}")
+            c.end_ms = max(c.end_ms, a.end_ms)
+        _note(places, _place(a), cid, a)
+    return clusters
+
+
+def _attach_symptoms(
+    anomalies: Sequence[_Located],
+    clusters: list[AnomalyGroup],
+    topology: _Topology | None,
+    quiet_ms: int,
+    refire_ms: int,
+    max_symptoms: int,
+    max_places: int,
+) -> list[AnomalyGroup]:
+    """Step 2 of :func:`group_anomalies`: small clusters join as late symptoms."""
+    groups: list[AnomalyGroup] = []
+    places: dict[tuple, dict[int, _Seen]] = {}  # linkable members: place -> group
+    regions: dict[str | None, dict[int, _Seen]] = {}  # linkable members, by region
+    fired: dict[str, tuple[int, int]] = {}  # signal -> (group, latest end)
+    near_cache: dict[str, dict[str, int]] = {}
+    origin: list[str | None] = []  # group -> the service it opened at
+
+    def links(b: _Located) -> dict[int, tuple[int, str]]:
+        """Open groups ``b`` is a late symptom of: group -> (strength, reason)."""
+        out: dict[int, tuple[int, str]] = {}
+
+        def offer(gid: int, rank: int, why: str) -> None:
+            is_open = groups[gid].end_ms + quiet_ms >= b.start_ms
+            if is_open and rank > out.get(gid, (0, ""))[0]:
+                out[gid] = (rank, why)
+
+        prev = fired.get(b.signal)
+        if prev is not None and 0 <= b.start_ms - prev[1] <= refire_ms:
+            gap = (b.start_ms - prev[1]) / 1000
+            offer(prev[0], 4, f"the same signal fired again {gap:.0f} s after it ended")
+        for gid, s in places.get(_place(b), {}).items():
+            if s.first_ms <= b.start_ms <= s.end_ms and origin[gid] == b.service:
+                why = f"same place as {s.end_signal}, where the incident opened"
+                offer(gid, 3, f"{why}, still anomalous")
+        if b.service is None:
+            for gid, s in regions.get(b.region, {}).items():
+                if b.region is not None and s.first_ms <= b.start_ms <= s.end_ms:
+                    why = f"a business signal in region {b.region!r}"
+                    offer(gid, 1, f"{why} while {s.end_signal} was anomalous")
+            return out
+        if b.service not in near_cache:
+            near_cache[b.service] = _neighbours(topology, b.service, 1)
+        for other in near_cache[b.service]:
+            for gid, s in places.get((other, b.region), {}).items():
+                if s.first_ms <= b.start_ms <= s.end_ms and origin[gid] == other:
+                    why = (
+                        f"{b.service!r} depends on or serves {other!r}, where the "
+                        f"incident opened and {s.end_signal} was still anomalous"
+                    )
+                    offer(gid, 2, why)
+        return out
+
+    for c in clusters:
+        best: tuple | None = None  # (weakest link, group onset, group, reason)
+        if (
+            len(c.members) <= max_symptoms
+            and len({_place(anomalies[m]) for m in c.members}) <= max_places
+        ):
+            found = [links(anomalies[m]) for m in c.members]
+            for gid in set(found[0]).intersection(*found[1:]):
+                rank = min(f[gid][0] for f in found)
+                cand = (rank, groups[gid].start_ms, gid, found[0][gid][1])
+                best = max(best or cand, cand)
+        if best is None:
+            gid = len(groups)
+            groups.append(c)
+            origin.append(anomalies[c.members[0]].service)
+            for m in c.members:
+                b = anomalies[m]
+                _note(places, _place(b), gid, b)
+                _note(regions, b.region, gid, b)
+        else:
+            gid = best[2]
+            g = groups[gid]
+            g.members.extend(c.members)
+            g.reasons.append(f"{anomalies[c.members[0]].signal} joined: {best[3]}")
+            g.reasons.extend(c.reasons[1:])
+            g.end_ms = max(g.end_ms, c.end_ms)
+        for m in c.members:
+            b = anomalies[m]
+            last_end = max(b.end_ms, fired.get(b.signal, (0, b.end_ms))[1])
+            fired[b.signal] = (gid, last_end)
+    return groups

@@ -611,7 +611,9 @@ def _positions(ids: np.ndarray, picked: np.ndarray, rows: np.ndarray) -> np.ndar
         return np.empty(0, np.int64)
     starts = np.flatnonzero(np.concatenate([[True], rows[1:] != rows[:-1]]))
     candidates = np.flatnonzero(picked)
+    lengths = np.diff(np.append(starts, len(rows)))
+    if len(starts) == len(candidates) and np.array_equal(rows[starts], ids[candidates]):
+        return np.repeat(candidates.astype(np.int64), lengths)  # every series has rows
     sorter = np.argsort(ids[candidates])
     where = sorter[np.searchsorted(ids[candidates], rows[starts], sorter=sorter)]
-    lengths = np.diff(np.append(starts, len(rows)))
     return np.repeat(candidates[where].astype(np.int64), lengths)
