@@ -15,7 +15,9 @@ each counterfactual one over the anomaly's span.  The incident whose removal
 changes the signal most owns the anomaly, provided the change is at least
 ``min_effect`` (3) robust standard deviations of that signal over the hour
 before (in the run without that incident); otherwise no incident caused it
-and it is noise.  This follows the simulated cause even where incidents
+and it is noise.  Only incidents that had started by the anomaly's onset
+count: one that started later may make an anomaly worse, but the onset, and
+so the anomaly, was the earlier incident's.  This follows the simulated cause even where incidents
 overlap on the same services, which a rule on the call graph and the time
 alone cannot (the effects of a cause often reach a service that is itself
 the cause of another incident).  :func:`attribute` is that rule, kept as a
@@ -192,6 +194,7 @@ def attribute_by_effect(
     without: Sequence[Mapping[str, Series]],
     min_effect: float = 3.0,
     baseline_ms: int = H,
+    starts_ms: Sequence[int] | None = None,
 ) -> int:
     """Index of the injected incident whose removal changes ``a``'s signal most.
 
@@ -200,12 +203,19 @@ def attribute_by_effect(
     span, in robust standard deviations (1.4826 MAD) of the counterfactual
     signal over ``baseline_ms`` before the anomaly.  Returns -1 (noise) when
     no incident changes it by ``min_effect`` or more.
+
+    With ``starts_ms`` (the incidents' starts), an incident that started more
+    than a minute (the grid's slack) after the anomaly's onset cannot own it:
+    an anomaly that one incident opened and a later one made worse belongs
+    to the first, since its onset is what the grouping sees.
     """
     ts, values = full[a.signal]
     span = (ts >= a.start_ms) & (ts <= a.end_ms)
     before = (ts >= a.start_ms - baseline_ms) & (ts < a.start_ms)
     best, best_z = -1, min_effect
     for k, world in enumerate(without):
+        if starts_ms is not None and starts_ms[k] - M > a.start_ms:
+            continue  # an effect cannot start before its cause
         other = world.get(a.signal)
         if other is None or len(other[1]) != len(values):
             continue
@@ -313,7 +323,11 @@ def evaluate_grouping(
             signals_of(run(injected[:k] + injected[k + 1 :]), sim.step_ms)
             for k in range(len(injected))
         ]
-        truth = [attribute_by_effect(a, full, without) for a in result.anomalies]
+        starts = [inc.start_ms for inc in injected]
+        truth = [
+            attribute_by_effect(a, full, without, starts_ms=starts)
+            for a in result.anomalies
+        ]
         found = result.incidents if group is None else group(result.anomalies, engine)
         scores.append(score_run(result.anomalies, found, truth, run_seed))
         if progress is not None:
