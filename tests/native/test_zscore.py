@@ -322,6 +322,64 @@ def test_zscore_rolling_skips_nan_and_infinity_in_the_window():
     assert scores[5] == pytest.approx((100.0 - 3.0) / 2.0)
 
 
+def _rolling_patterns() -> dict[str, np.ndarray]:
+    # 3000 values, so that several of zscore_rolling's 512-value blocks run
+    # with a full window; each pattern puts its trouble across the edges of
+    # those blocks.
+    rng = np.random.default_rng(17)
+    base = rng.normal(0.0, 1.0, size=3000)
+    spikes = base.copy()
+    spikes[[511, 512, 1023, 1100, 1101, 2047]] = [1e9, -3e8, 5e12, 2e5, 2e5, 7e7]
+    constant = base.copy()
+    constant[400:1300] = 7.25  # longer than the window, across two block edges
+    constant[2000:2100] = 0.0
+    outcasts = base.copy()
+    outcasts[[600, 1500, 1501, 2600]] = [np.nan, np.inf, -np.inf, 1e120]
+    ramp = np.linspace(0.0, 1e9, 3000) + base
+    steps = 1e3 * (np.arange(3000) // 700) + base  # the mean moves by 1000 std
+    integers = np.round(rng.normal(0.0, 1.5, size=3000))
+    return {
+        "spikes": spikes,
+        "constant": constant,
+        "outcasts": outcasts,
+        "ramp": ramp,
+        "steps": steps,
+        "integers": integers,
+    }
+
+
+@pytest.mark.parametrize("name", list(_rolling_patterns()))
+@pytest.mark.parametrize("window", [2, 50, 511])
+def test_zscore_rolling_across_blocks_matches_reference(name, window):
+    values = _rolling_patterns()[name]
+    scores = np.empty_like(values)
+    n = zscore_rolling(values, window, scores)
+    expected = reference.rolling_zscores(values.tolist(), window)
+    assert n == int((~np.isnan(expected)).sum())
+    # The reference takes np.mean and np.std of each window (pairwise sums);
+    # ours keeps running sums recomputed exactly when they could lose
+    # digits: 1e-9 relative is the contract and far above both. The 1e-12
+    # absolute is for scores of 0, where x equals the mean: the reference
+    # finds exactly 0, a sum divided by the count may be off by an ulp.
+    np.testing.assert_allclose(scores, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_zscore_rolling_no_drift_over_ten_million_points():
+    # At an offset of 1e6 the running sums would lose digits over a long run
+    # if they were never recomputed; the last scores match a fresh two-pass
+    # computation of their windows.
+    n, window = 10_000_000, 300
+    values = 1e6 + np.random.default_rng(5).normal(0.0, 1.0, size=n)
+    scores = np.empty(n)
+    assert zscore_rolling(values, window, scores) == n
+    tail = np.lib.stride_tricks.sliding_window_view(values[n - 2000 - window : n - 1], window)
+    expected = (values[n - 2000 :] - tail.mean(axis=1)) / tail.std(axis=1, ddof=1)
+    # Any float64 mean of values near 1e6 is off by up to half an ulp of 1e6
+    # (5.8e-11), so x - mean and a score over a std of 1 carry about 1e-10
+    # absolute in every method: relative error alone would fail near 0.
+    np.testing.assert_allclose(scores[n - 2000 :], expected, rtol=1e-9, atol=1e-9)
+
+
 def test_zscore_rolling_empty_and_constant():
     assert zscore_rolling(np.empty(0), 5, np.empty(0)) == 0
     scores = np.empty(5)
