@@ -384,6 +384,16 @@ def test_group_joins_one_service_hit_in_every_region_at_once_only():
     assert "same service 'auth' moved in region" in groups[0].reasons[1]
 
 
+def test_group_prefers_a_prompt_link_to_a_later_onset_at_the_same_place():
+    # db's latency in eu moves first with another problem; two minutes later db
+    # times out in every region in the same step: one cause, one incident
+    earlier = _an("latency", "db", 0, "eu")
+    everywhere = [_an("timeouts", "db", 2 * M, r) for r in ("ap", "eu", "us")]
+    names, groups = _groups([earlier, *everywhere])
+    assert names == [[earlier.signal], sorted(a.signal for a in everywhere)]
+    assert "same service 'db' moved in region 'ap' 0 s before" in groups[1].reasons[1]
+
+
 def test_group_business_signal_joins_but_nothing_chains_through_it():
     anomalies = [
         _an("latency", "db", 0),

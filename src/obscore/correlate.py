@@ -608,6 +608,7 @@ def _fill_lag(
 # --- grouping: anomalies into incidents by onset, place and dependency ---
 
 
+
 class _Located(Protocol):
     """What the grouping reads of an anomaly (``obscore.pipeline.Anomaly`` fits)."""
 
@@ -697,6 +698,7 @@ def group_anomalies(
     quiet_ms: int = 900_000,
     onset_ms: int = 120_000,
     sync_ms: int = 60_000,
+    prompt_ms: int = 30_000,
     refire_ms: int = 300_000,
     max_hops: int = 1,
     max_symptoms: int = 5,
@@ -721,8 +723,10 @@ def group_anomalies(
          global deploy.
 
        Linked anomalies form a cluster; an anomaly with links into several
-       clusters joins the one with the strongest link (same place first), then
-       the nearest onset.  Clusters are never merged.
+       clusters joins one it is linked to promptly (an onset at most
+       ``prompt_ms`` after the other's, as when one cause hits every region
+       in the same minute), then the one with the strongest link (same place
+       first), then the nearest onset.  Clusters are never merged.
     2. *Late symptoms.*  A small cluster (at most ``max_symptoms`` anomalies
        at no more than ``max_places`` places) joins an incident still open
        (its last member ended at most ``quiet_ms`` before) when each of its
@@ -751,7 +755,7 @@ def group_anomalies(
         With ``callers(name)`` and ``callees(name)`` (``Catalogue``); without
         one, no dependency links are made.  Unknown services have no
         neighbours; cycles are walked with a visited set.
-    quiet_ms, onset_ms, sync_ms, refire_ms : int
+    quiet_ms, onset_ms, sync_ms, prompt_ms, refire_ms : int
         The time limits above, in milliseconds.
     max_hops : int
         How far apart in the call graph a dependency link of step 1 may reach.
@@ -776,7 +780,9 @@ def group_anomalies(
         range(len(anomalies)),
         key=lambda i: (anomalies[i].start_ms, anomalies[i].signal),
     )
-    clusters = _cluster_onsets(anomalies, order, topology, onset_ms, sync_ms, max_hops)
+    clusters = _cluster_onsets(
+        anomalies, order, topology, onset_ms, sync_ms, prompt_ms, max_hops
+    )
     return _attach_symptoms(
         anomalies, clusters, topology, quiet_ms, refire_ms, max_symptoms, max_places
     )
@@ -792,6 +798,7 @@ def _cluster_onsets(
     topology: _Topology | None,
     onset_ms: int,
     sync_ms: int,
+    prompt_ms: int,
     max_hops: int,
 ) -> list[AnomalyGroup]:
     """Step 1 of :func:`group_anomalies`: link onsets that move together."""
@@ -816,14 +823,17 @@ def _cluster_onsets(
 
     for i in order:
         a = anomalies[i]
-        best: tuple | None = None  # (rank, -gap, -cluster, reason)
+        links: list[tuple] = []  # (is prompt, rank, -gap, -cluster, reason)
+
+        def offer(rank: int, gap: int, cid: int, why: str) -> None:
+            links.append((gap <= prompt_ms, rank, -gap, -cid, why))
+
         for cid, s, gap in recent(_place(a), a.start_ms, onset_ms):
             if a.service is None:
                 why = f"a business signal in the same region as {s.signal}"
             else:
                 why = f"same service {a.service!r} and region as {s.signal}"
-            cand = (3, -gap, -cid, f"{why}, {gap / 1000:.0f} s later")
-            best = max(best or cand, cand)
+            offer(3, gap, cid, f"{why}, {gap / 1000:.0f} s later")
         if a.service is not None:
             if a.service not in near_cache:
                 near_cache[a.service] = _neighbours(topology, a.service, max_hops)
@@ -834,7 +844,7 @@ def _cluster_onsets(
                         f"dependency graph and moved {gap / 1000:.0f} s after "
                         f"{s.signal}"
                     )
-                    best = max(best or (2, -gap, -cid, why), (2, -gap, -cid, why))
+                    offer(2, gap, cid, why)
             for region in regions_of.get(a.service, ()):
                 if region == a.region:
                     continue
@@ -843,17 +853,18 @@ def _cluster_onsets(
                         f"same service {a.service!r} moved in region {region!r} "
                         f"{gap / 1000:.0f} s before ({s.signal})"
                     )
-                    best = max(best or (2, -gap, -cid, why), (2, -gap, -cid, why))
+                    offer(2, gap, cid, why)
             regions_of.setdefault(a.service, set()).add(a.region)
+        best = max(links) if links else None
         if best is None:
             cid = len(clusters)
             opened = [f"{a.signal} opened the incident"]
             clusters.append(AnomalyGroup([i], opened, a.start_ms, a.end_ms))
         else:
-            cid = -best[2]
+            cid = -best[3]
             c = clusters[cid]
             c.members.append(i)
-            c.reasons.append(f"{a.signal} joined: {best[3]}")
+            c.reasons.append(f"{a.signal} joined: {best[4]}")
             c.end_ms = max(c.end_ms, a.end_ms)
         _note(places, _place(a), cid, a)
     return clusters
