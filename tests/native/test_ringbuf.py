@@ -108,6 +108,18 @@ def test_ringbuf_push_rejects_slot_out_of_range_and_stores_nothing():
         push(rb, [-1], [1], [1.0])
 
 
+@pytest.mark.parametrize("bad_slot", [1000, -1, 2**63 - 1, -(2**63)])
+@pytest.mark.parametrize("row", [0, 5, 997, 999])
+def test_ringbuf_push_finds_a_bad_slot_anywhere_in_a_long_batch(bad_slot, row):
+    # The range check runs in vector lanes over the whole batch first.
+    rb = RingBuffers(capacity=4, n_series=1000)
+    slots = np.arange(1000, dtype=np.int64)
+    slots[row] = bad_slot
+    with pytest.raises(IndexError, match=rf"row {row}: slot {bad_slot} is outside"):
+        push(rb, slots, np.ones(1000), np.ones(1000))
+    assert sum(rb.count(s) for s in range(1000)) == 0
+
+
 def test_ringbuf_push_rejects_length_mismatch():
     rb = RingBuffers(capacity=4, n_series=1)
     status = np.empty(2, dtype=np.uint8)

