@@ -317,11 +317,14 @@ class _Anomaly(NamedTuple):
     end_ms: int
     service: str | None
     region: str | None
+    peak_z: float
 
 
-def _an(metric, service, start, region="eu", minutes=20):
+def _an(metric, service, start, region="eu", minutes=20, z=20.0):
     where = f"service={service},region={region}" if service else f"region={region}"
-    return _Anomaly(f"{metric}{{{where}}}", start, start + minutes * M, service, region)
+    return _Anomaly(
+        f"{metric}{{{where}}}", start, start + minutes * M, service, region, z
+    )
 
 
 def _platform(cycle=False):
@@ -392,6 +395,23 @@ def test_group_prefers_a_prompt_link_to_a_later_onset_at_the_same_place():
     names, groups = _groups([earlier, *everywhere])
     assert names == [[earlier.signal], sorted(a.signal for a in everywhere)]
     assert "same service 'db' moved in region 'ap' 0 s before" in groups[1].reasons[1]
+
+
+def test_group_weak_anomalies_join_but_nothing_links_to_them():
+    # traffic wobbles across neighbours, each barely anomalous: no incident of its own
+    wobble = [_an("bytes", svc, k * 10 * S, minutes=2, z=5.5) for k, svc in
+              enumerate(("gateway", "feed", "db"))]
+    names, _ = _groups(wobble)
+    assert len(names) == 3
+    # a weak symptom of a strong onset joins it; a strong onset after the weak
+    # one does not join through it
+    cause = _an("latency", "db", 10 * M)
+    weak = _an("latency", "feed", 10 * M + 20 * S, z=6.0)
+    later = _an("errors", "gateway", 10 * M + 40 * S)  # gateway neighbours feed only
+    names, groups = _groups([cause, weak, later])
+    assert sorted(names) == sorted(
+        [sorted([cause.signal, weak.signal]), [later.signal]]
+    )
 
 
 def test_group_business_signal_joins_but_nothing_chains_through_it():

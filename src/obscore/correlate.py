@@ -622,6 +622,8 @@ class _Located(Protocol):
     def service(self) -> str | None: ...
     @property
     def region(self) -> str | None: ...
+    @property
+    def peak_z(self) -> float: ...
 
 
 class _Topology(Protocol):
@@ -703,6 +705,7 @@ def group_anomalies(
     max_hops: int = 1,
     max_symptoms: int = 5,
     max_places: int = 3,
+    min_link_z: float = 8.0,
 ) -> list[AnomalyGroup]:
     """Group anomalies that are one problem, and say why each one joined.
 
@@ -745,12 +748,18 @@ def group_anomalies(
     Anything else opens an incident of its own: unrelated anomalies at the
     same time stay apart, and so does a lone noise anomaly.
 
+    An anomaly whose peak robust z-score stays under ``min_link_z`` joins by
+    the same rules but nothing links to it, in either step: a barely
+    anomalous signal is too often noise to carry a link, and noise anomalies
+    near one another (traffic wobbling in a region) would otherwise make an
+    incident of their own or chain into a real one.
+
     Parameters
     ----------
     anomalies : sequence
-        Objects with ``signal``, ``start_ms``, ``end_ms``, ``service`` and
-        ``region`` (``obscore.pipeline.Anomaly``); ``service`` and ``region``
-        may be None.
+        Objects with ``signal``, ``start_ms``, ``end_ms``, ``service``,
+        ``region`` and ``peak_z`` (``obscore.pipeline.Anomaly``); ``service``
+        and ``region`` may be None.
     topology : object, optional
         With ``callers(name)`` and ``callees(name)`` (``Catalogue``); without
         one, no dependency links are made.  Unknown services have no
@@ -762,6 +771,8 @@ def group_anomalies(
     max_symptoms, max_places : int
         The largest cluster that may join as late symptoms, in anomalies and
         in places.
+    min_link_z : float
+        The peak ``|z|`` an anomaly needs for others to link to it.
 
     Returns
     -------
@@ -781,10 +792,17 @@ def group_anomalies(
         key=lambda i: (anomalies[i].start_ms, anomalies[i].signal),
     )
     clusters = _cluster_onsets(
-        anomalies, order, topology, onset_ms, sync_ms, prompt_ms, max_hops
+        anomalies, order, topology, onset_ms, sync_ms, prompt_ms, max_hops, min_link_z
     )
     return _attach_symptoms(
-        anomalies, clusters, topology, quiet_ms, refire_ms, max_symptoms, max_places
+        anomalies,
+        clusters,
+        topology,
+        quiet_ms,
+        refire_ms,
+        max_symptoms,
+        max_places,
+        min_link_z,
     )
 
 
@@ -800,6 +818,7 @@ def _cluster_onsets(
     sync_ms: int,
     prompt_ms: int,
     max_hops: int,
+    min_link_z: float,
 ) -> list[AnomalyGroup]:
     """Step 1 of :func:`group_anomalies`: link onsets that move together."""
     clusters: list[AnomalyGroup] = []
@@ -866,7 +885,8 @@ def _cluster_onsets(
             c.members.append(i)
             c.reasons.append(f"{a.signal} joined: {best[4]}")
             c.end_ms = max(c.end_ms, a.end_ms)
-        _note(places, _place(a), cid, a)
+        if abs(a.peak_z) >= min_link_z:
+            _note(places, _place(a), cid, a)
     return clusters
 
 
@@ -878,6 +898,7 @@ def _attach_symptoms(
     refire_ms: int,
     max_symptoms: int,
     max_places: int,
+    min_link_z: float,
 ) -> list[AnomalyGroup]:
     """Step 2 of :func:`group_anomalies`: small clusters join as late symptoms."""
     groups: list[AnomalyGroup] = []
@@ -939,8 +960,9 @@ def _attach_symptoms(
             origin.append(anomalies[c.members[0]].service)
             for m in c.members:
                 b = anomalies[m]
-                _note(places, _place(b), gid, b)
-                _note(regions, b.region, gid, b)
+                if abs(b.peak_z) >= min_link_z:
+                    _note(places, _place(b), gid, b)
+                    _note(regions, b.region, gid, b)
         else:
             gid = best[2]
             g = groups[gid]
