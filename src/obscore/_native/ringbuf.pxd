@@ -13,8 +13,8 @@ cdef class RingBuffers:
     cdef object _ts_rows            # ndarray int64 (n_alloc, stride): ts in ms, ring order
     cdef object _value_rows         # ndarray float64 (n_alloc, stride): values, ring order
     cdef object _meta_rows          # ndarray int64 (n_alloc, 4): head, count, last ts, staged
-    cdef object _stage_rows         # ndarray int64 (n_alloc, 2 * _STAGE): per slot the ts in ms
-                                    # not yet in the row, then their values' float64 bits
+    cdef object _stage_rows         # ndarray int64 (n_alloc, 2 * _STAGE): per slot the samples
+                                    # not yet in the row, pairs of ts in ms and value's float64 bits
     cdef object _heads              # column 0 of _meta_rows: next write position in the row
     cdef object _counts             # column 1 of _meta_rows: samples in the row per slot
     cdef object _last_ts            # column 2 of _meta_rows: last stored ts in ms, or INT64_MIN

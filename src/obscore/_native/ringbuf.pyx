@@ -30,7 +30,7 @@ cdef extern from "_ringbuf_push.h" nogil:
         _STAGE "OBS_STAGE"                # samples a slot stages before they move to its row
     void _move_staged "obs_ring_move" (
         int64_t* m, int64_t k, int64_t* row_ts, float64_t* row_values,
-        const int64_t* stage_ts, const float64_t* stage_values, int64_t capacity)
+        const int64_t* pairs, int64_t capacity)
     ctypedef struct _Rows "obs_ring_rows":
         int64_t* row_ts
         float64_t* row_values
@@ -86,7 +86,9 @@ cdef inline int64_t _padded_stride(int64_t capacity) noexcept nogil:
 # sample (thread CPU time, best of 5, load 3.6-3.8 on the 2-core KVM EPYC),
 # 2.3-2.4x -> 3.3-3.5x the NumPy ring in the same runs (the reference at
 # 57-63M samples/s; the 4.0-4.9x above was not reproduced). With the slot
-# range check vectorized (_ringbuf_push.h): 4.0-4.2 ns, 3.9-4.15x (load ~5).
+# range check vectorized (_ringbuf_push.h): 4.0-4.2 ns, 3.9-4.15x (load ~5);
+# with a sample staged as one (ts, value) pair: 3.8-4.4 ns, 3.65-4.45x
+# (load 5.6-7, against 4.1-5.2 ns, 3.5-4.2x in the same runs).
 # The price: a read of samples pushed moments ago finds them in memory, not
 # in cache.
 
@@ -260,8 +262,7 @@ cdef class RingBuffers:
         cdef int64_t* m = &self._meta[slot, 0]
         if m[3] > 0:
             _move_staged(m, m[3], &self._ts[slot, 0], &self._values[slot, 0],
-                         &self._stage[slot, 0], <float64_t*>&self._stage[slot, _STAGE],
-                         self._capacity)
+                         &self._stage[slot, 0], self._capacity)
 
     cdef void _flush_all(self) noexcept nogil:
         cdef int64_t s
