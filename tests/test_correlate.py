@@ -466,6 +466,22 @@ def test_group_late_onset_next_to_a_suffering_service_does_not_join():
     assert len(names) == 2
 
 
+def test_group_late_symptom_at_a_dependency_must_be_of_a_kind_seen_where_it_opened():
+    slow_db = _an("latency", "db", 0, minutes=30)
+    # feed's latency rising minutes later is db's slowness travelling up the edge
+    names, groups = _groups([slow_db, _an("latency", "feed", 8 * M)])
+    assert len(names) == 1
+    assert "'feed' depends on or serves 'db', where the incident opened" in (
+        groups[0].reasons[1]
+    )
+    # feed's own memory climbing is not: a leak of its own
+    names, _ = _groups([slow_db, _an("memory", "feed", 8 * M)])
+    assert len(names) == 2
+    # too weak to link to, it may still join as a symptom
+    names, _ = _groups([slow_db, _an("memory", "feed", 8 * M, z=6.0)])
+    assert len(names) == 1
+
+
 def test_group_closes_an_incident_after_the_quiet_period():
     names, _ = _groups(
         [_an("errors", "db", 0, minutes=2), _an("errors", "db", 40 * M, minutes=2)],

@@ -738,6 +738,12 @@ def group_anomalies(
        opened at, or at a direct dependency of it, in a region where a member
        there is still anomalous (a memory leak's CPU and latency half way
        through); a business signal in a region where a member is anomalous.
+       At a dependency, the symptom must be of a kind (the metric group of
+       its context: system, application, business) that a member at the
+       opening service shows: slowness and errors travel along a call edge
+       as slowness and errors, while a neighbour's own memory or CPU moving
+       minutes later is a problem of its own (anomalies too weak to link to,
+       see ``min_link_z``, are spared this test).
        These links are weak: the cluster joins, but nothing later can join
        through its members, so two problems are never chained through a
        shared region or a long-running symptom.  Symptoms at services that
@@ -804,6 +810,15 @@ def group_anomalies(
         max_places,
         min_link_z,
     )
+
+
+def _kind(a: _Located) -> str:
+    """What sort of signal moved: the metric group of the anomaly's context
+    (``system``, ``application``, ``business``), else its metric name."""
+    group = (getattr(a, "context", None) or {}).get("group")
+    if group and group != "unknown":
+        return str(group)
+    return a.signal.split("{", 1)[0]
 
 
 def _place(a: _Located) -> tuple[str | None, str | None]:
@@ -907,6 +922,7 @@ def _attach_symptoms(
     fired: dict[str, tuple[int, int]] = {}  # signal -> (group, latest end)
     near_cache: dict[str, dict[str, int]] = {}
     origin: list[str | None] = []  # group -> the service it opened at
+    kinds: dict[tuple, set[str]] = {}  # (service, region, group) -> signal kinds
 
     def links(b: _Located) -> dict[int, tuple[int, str]]:
         """Open groups ``b`` is a late symptom of: group -> (strength, reason)."""
@@ -936,6 +952,9 @@ def _attach_symptoms(
         for other in near_cache[b.service]:
             for gid, s in places.get((other, b.region), {}).items():
                 if s.first_ms <= b.start_ms <= s.end_ms and origin[gid] == other:
+                    kinds_there = kinds.get((other, b.region, gid), ())
+                    if abs(b.peak_z) >= min_link_z and _kind(b) not in kinds_there:
+                        continue  # not what travels along the edge: its own problem
                     why = (
                         f"{b.service!r} depends on or serves {other!r}, where the "
                         f"incident opened and {s.end_signal} was still anomalous"
@@ -963,6 +982,7 @@ def _attach_symptoms(
                 if abs(b.peak_z) >= min_link_z:
                     _note(places, _place(b), gid, b)
                     _note(regions, b.region, gid, b)
+                    kinds.setdefault((*_place(b), gid), set()).add(_kind(b))
         else:
             gid = best[2]
             g = groups[gid]
