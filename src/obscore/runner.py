@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from obscore.alert import Alert, AlertBook
-from obscore.alert.dedup import severity
+from obscore.alert.dedup import fingerprint, severity
 from obscore.catalogue import Catalogue
 from obscore.detect.ensemble import ZScoreEnsembleDetector
 from obscore.detect.stream import step_ensembles
@@ -159,6 +159,11 @@ class PipelineRunner:
     _creator: dict[str, tuple[str, int]] = field(
         default_factory=dict
     )  # fingerprint -> anomaly
+    # (alert fingerprint, member fingerprint) -> the anomaly that made the
+    # member (its summary follows it) and the latest one folded into it (its
+    # incident follows that one), as a replay's single raise would leave them
+    _member_creator: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    _member_last: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
     incidents: list[Incident] = field(default_factory=list)
     horizon_ms: int | None = None
     _groups: dict[str, SeriesGroups] = field(default_factory=dict)  # not pickled
@@ -170,6 +175,8 @@ class PipelineRunner:
 
     def __setstate__(self, state: dict) -> None:
         state.setdefault("_groups", {})
+        state.setdefault("_member_creator", {})
+        state.setdefault("_member_last", {})
         self.__dict__.update(state)
 
     # --- advancing --------------------------------------------------------------
@@ -452,8 +459,9 @@ class PipelineRunner:
             self._changed.pop(key, None)
             inc = incident_of[key]
             spec = specs.get(a.metric)
+            labels = {"alertname": f"{a.metric}_anomaly", **dict(a.labels)}
             alert, is_new = self.book.raise_alert(
-                {"alertname": f"{a.metric}_anomaly", **dict(a.labels)},
+                labels,
                 a.start_ms,
                 a.end_ms,
                 a.score,
@@ -463,6 +471,12 @@ class PipelineRunner:
                 incident_id=inc.id,
             )
             self._raised[key] = alert
+            fp = fingerprint(labels)
+            member = alert.members.get(fp) if fp != alert.fingerprint else None
+            if member is not None:
+                if member.count == 1:  # made by this raise
+                    self._member_creator[(alert.fingerprint, fp)] = key
+                self._member_last[(alert.fingerprint, fp)] = key
             if is_new:
                 self._creator[alert.fingerprint] = key
                 if a.context:
@@ -484,6 +498,12 @@ class PipelineRunner:
             if self._creator.get(al.fingerprint) == key:
                 al.summary = _summary(a)
             al.end_ms = max(al.end_ms, a.end_ms)
+            fp = fingerprint({"alertname": f"{a.metric}_anomaly", **dict(a.labels)})
+            member = al.members.get(fp) if fp != al.fingerprint else None
+            if member is not None:
+                member.end_ms = max(member.end_ms, a.end_ms)
+                if self._member_creator.get((al.fingerprint, fp)) == key:
+                    member.summary = _summary(a)
             al.score = max(al.score, a.score)
             al.severity = max(
                 al.severity,
@@ -499,6 +519,10 @@ class PipelineRunner:
             inc = incident_of.get(key)
             if inc is not None:
                 self._raised[key].incident_id = inc.id
+        for (_, fp), key in self._member_last.items():
+            inc = incident_of.get(key)
+            if inc is not None:
+                self._raised[key].members[fp].incident_id = inc.id
         return new
 
     # --- results and persistence ------------------------------------------------------
