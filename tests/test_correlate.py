@@ -482,6 +482,15 @@ def test_group_late_symptom_at_a_dependency_must_be_of_a_kind_seen_where_it_open
     assert len(names) == 1
 
 
+def test_group_late_cluster_joins_by_its_onset_with_what_came_with_it():
+    # gateway overloaded; minutes later auth times out and db, which auth calls
+    # but gateway does not, follows it: the onset at auth ties the pair to gateway
+    cause = _an("errors", "gateway", 0, minutes=30)
+    late = [_an("errors", "auth", 8 * M), _an("errors", "db", 8 * M + 30 * S)]
+    names, _ = _groups([cause, *late])
+    assert len(names) == 1
+
+
 def test_group_closes_an_incident_after_the_quiet_period():
     names, _ = _groups(
         [_an("errors", "db", 0, minutes=2), _an("errors", "db", 40 * M, minutes=2)],

@@ -732,8 +732,9 @@ def group_anomalies(
        first), then the nearest onset.  Clusters are never merged.
     2. *Late symptoms.*  A small cluster (at most ``max_symptoms`` anomalies
        at no more than ``max_places`` places) joins an incident still open
-       (its last member ended at most ``quiet_ms`` before) when each of its
-       anomalies is tied to it: the same signal firing again within
+       (its last member ended at most ``quiet_ms`` before) when its first
+       anomaly, its onset, is tied to it (the others came with it by their
+       links of step 1): the same signal firing again within
        ``refire_ms`` of its last end; an anomaly at the service the incident
        opened at, or at a direct dependency of it, in a region where a member
        there is still anomalous (a memory leak's CPU and latency half way
@@ -968,10 +969,9 @@ def _attach_symptoms(
             len(c.members) <= max_symptoms
             and len({_place(anomalies[m]) for m in c.members}) <= max_places
         ):
-            found = [links(anomalies[m]) for m in c.members]
-            for gid in set(found[0]).intersection(*found[1:]):
-                rank = min(f[gid][0] for f in found)
-                cand = (rank, groups[gid].start_ms, gid, found[0][gid][1])
+            # the first anomaly is the cluster's onset; the others came with it
+            for gid, (rank, why) in links(anomalies[c.members[0]]).items():
+                cand = (rank, groups[gid].start_ms, gid, why)
                 best = max(best or cand, cand)
         if best is None:
             gid = len(groups)
