@@ -17,7 +17,9 @@ def _a(service, start, region="eu", metric="error_rate"):
     labels = {"region": region} if service is None else {"service": service, "region": region}
     ls = LabelSet(labels)
     key = f"{metric}{{{','.join(f'{k}={v}' for k, v in ls.items_tuple)}}}"
-    return Anomaly(key, metric, ls, start, start + 2 * M, start, 6.0, 0.6)
+    # peak z 12: strong enough to be linked to (the grouping links nothing to an
+    # anomaly under 8, see correlate.group_anomalies)
+    return Anomaly(key, metric, ls, start, start + 2 * M, start, 12.0, 12 / 17)
 
 
 def _cat(cycle=False):

@@ -23,12 +23,13 @@ counterfactual signal, finds no anomaly within a minute of its onset) owns
 it ahead of that rule, when it changed the signal by at least one robust
 standard deviation over the span; the spread of an hour of a signal's level
 includes its daily trend and earlier incidents' steps, so it understates
-effects that plainly made the anomaly.  This follows the simulated cause even where incidents
-overlap on the same services, which a rule on the call graph and the time
-alone cannot (the effects of a cause often reach a service that is itself
-the cause of another incident).  :func:`attribute` is that rule, kept as a
-cross-check: an anomaly of a caller (or, for a traffic surge, a callee) of the
-cause in the incident's region, starting within its span.
+effects that plainly made the anomaly.  This follows the simulated cause
+even where incidents overlap on the same services, which a rule on the call
+graph and the time alone cannot (the effects of a cause often reach a
+service that is itself the cause of another incident).  :func:`attribute` is
+that rule, kept as a cross-check: an anomaly of a caller (or, for a traffic
+surge, a callee) of the cause in the incident's region, starting within its
+span.
 
 Scores are pairwise over the anomalies of a run: a pair is *truly together*
 when both belong to the same injected incident (noise anomalies are each
@@ -272,8 +273,10 @@ def fired_spans(
             continue
         spec = engine.config.metrics.get(a.metric)
         counted = spec is not None and spec.kind is MetricKind.COUNTER and not spec.unit
-        sig = Signal(a.metric, a.labels, series[0], series[1], 60.0 if counted else None)
-        runs = detect_runs(sig, engine.config.zscore_window_ms, engine.config.zscore_threshold)
+        window_s = 60.0 if counted else None
+        sig = Signal(a.metric, a.labels, series[0], series[1], window_s)
+        cfg = engine.config
+        runs = detect_runs(sig, cfg.zscore_window_ms, cfg.zscore_threshold)
         out[a.signal] = [(r.start_ms, r.end_ms) for r in runs]
     return out
 
@@ -311,9 +314,11 @@ def score_run(
 def regroup(anomalies: list[Anomaly], engine: Engine) -> list[Found]:
     """Incidents of :func:`obscore.correlate.group_anomalies` over ``anomalies``.
 
-    What :func:`obscore.pipeline.group_incidents` gives once it delegates to
-    :func:`~obscore.correlate.group_anomalies` (issue #9); pass it as
-    ``group`` to :func:`evaluate_grouping` to score that grouping today.
+    Grouped at once rather than tick by tick;
+    :func:`obscore.pipeline.group_incidents` delegates to the same function, so over
+    a replay this gives the replay's own incidents (issue #9).  Pass it as ``group``
+    to :func:`evaluate_grouping`, or a variant of it, to score a grouping without
+    running it in the pipeline.
     """
     groups = group_anomalies(anomalies, engine.catalogue)
     return [

@@ -17,6 +17,7 @@ import numpy as np
 
 from obscore.alert import Alert, AlertBook
 from obscore.catalogue import Catalogue
+from obscore.correlate import group_anomalies
 from obscore.detect.ensemble import ZScoreEnsembleDetector
 from obscore.model import LabelSet, MetricKind, MetricSpec, SeriesIndex, sample_table
 from obscore.store.hot import is_stale
@@ -431,107 +432,37 @@ def enrich(
     return out
 
 
-class _Members:
-    """What an open incident holds, indexed for quick "is this related" checks."""
-
-    __slots__ = ("incident", "services", "regions")
-
-    def __init__(self, incident: Incident) -> None:
-        self.incident = incident
-        self.services: dict[str, str] = {}  # service -> first signal
-        self.regions: dict[str, str] = {}  # region -> first signal
-
-    def add(self, a: Anomaly) -> None:
-        if a.service is not None:
-            self.services.setdefault(a.service, a.signal)
-        if a.region is not None:
-            self.regions.setdefault(a.region, a.signal)
-
-    def absorb(self, other: _Members) -> None:
-        for k, v in other.services.items():
-            self.services.setdefault(k, v)
-        for k, v in other.regions.items():
-            self.regions.setdefault(k, v)
-
-
-def _related(a: Anomaly, m: _Members, neighbours: dict[str, int]) -> str | None:
-    """Why ``a`` belongs with the members ``m``, or None when it does not."""
-    if a.service is not None:
-        if a.service in m.services:
-            return f"same service {a.service!r} as {m.services[a.service]}"
-        for svc in m.services:
-            hops = neighbours.get(svc)
-            if hops is not None:
-                return f"{a.service!r} is {hops} hop(s) from {svc!r} in the dependency graph"
-        return None
-    if a.region is not None and a.region in m.regions:
-        return f"same region {a.region!r} as {m.regions[a.region]}"
-    return None
-
-
 def group_incidents(
     anomalies: Sequence[Anomaly],
     catalogue: Catalogue | None = None,
     quiet_ms: int = 900_000,
     max_hops: int = 1,
 ) -> list[Incident]:
-    """Group anomalies into incidents by time, place and dependency.
+    """Group anomalies into incidents by onset, place and dependency.
 
-    An anomaly joins an open incident (one whose last anomaly ended less than
-    ``quiet_ms`` before this one started) when it shares a service with it, or
-    its service is within ``max_hops`` of one of the incident's services in the
-    dependency graph, or (for series without a service label) it shares a
-    region.  Joining two open incidents merges them.  Each incident records
-    why each member joined.  Unrelated anomalies at the same time stay apart.
+    The grouping of :func:`obscore.correlate.group_anomalies`: onsets that
+    move together at one place, along the dependency graph (within
+    ``max_hops``) or at one service across regions form an incident, and
+    later anomalies join an incident still open (its last anomaly ended less
+    than ``quiet_ms`` before) as its late symptoms.  Unrelated anomalies at
+    the same time stay apart, and so do lone weak ones.  Each incident
+    records why each member joined.
 
     Notes
     -----
-    Cost is linear in the anomalies times the open incidents; a dependency
-    cycle is walked with a visited set and cannot hang the grouping.
+    Cost is about linear in the anomalies; a dependency cycle is walked with
+    a visited set and cannot hang the grouping.  An incident that has closed
+    cannot take members that start after it closed, so grouping the open
+    anomalies again as more arrive gives the incidents of one pass over all.
     """
-    groups: list[_Members] = []
-    closed: list[Incident] = []
-    near_cache: dict[str, dict[str, int]] = {}
-
-    def neighbours(service: str | None) -> dict[str, int]:
-        if service is None or catalogue is None:
-            return {}
-        if service not in near_cache:
-            near: dict[str, int] = {}
-            for other in catalogue.services:
-                hops = catalogue.distance(service, other, max_hops)
-                if hops:
-                    near[other] = hops
-            near_cache[service] = near
-        return near_cache[service]
-
-    for a in sorted(anomalies, key=lambda a: (a.start_ms, a.signal)):
-        still_open = []
-        for g in groups:
-            (still_open if a.start_ms <= g.incident.end_ms + quiet_ms else closed).append(g)
-        groups = still_open
-        near = neighbours(a.service)
-        hits = [(g, why) for g in groups if (why := _related(a, g, near))]
-        if not hits:
-            g = _Members(Incident(0, a.start_ms, a.end_ms, [a], [f"{a.signal} opened the incident"]))
-            g.add(a)
-            groups.append(g)
-            continue
-        target, why = hits[0]
-        inc = target.incident
-        inc.anomalies.append(a)
-        inc.end_ms = max(inc.end_ms, a.end_ms)
-        inc.reasons.append(f"{a.signal} joined: {why}")
-        target.add(a)
-        for other, why2 in hits[1:]:
-            inc.anomalies.extend(other.incident.anomalies)
-            inc.reasons.extend(other.incident.reasons)
-            inc.reasons.append(f"merged with the incident opened by {other.incident.first.signal}: {why2}")
-            inc.start_ms = min(inc.start_ms, other.incident.start_ms)
-            inc.end_ms = max(inc.end_ms, other.incident.end_ms)
-            target.absorb(other)
-            groups.remove(other)
-    incidents = sorted((g.incident for g in (*closed, *groups)), key=lambda i: i.start_ms)
+    groups = group_anomalies(anomalies, catalogue, quiet_ms=quiet_ms, max_hops=max_hops)
+    incidents = [
+        Incident(
+            0, g.start_ms, g.end_ms, [anomalies[i] for i in g.members], list(g.reasons)
+        )
+        for g in groups
+    ]
+    incidents.sort(key=lambda i: i.start_ms)
     for k, inc in enumerate(incidents, 1):
         inc.id = k
     return incidents
@@ -542,32 +473,40 @@ def raise_alerts(
     incidents: Sequence[Incident],
     specs: Mapping[str, MetricSpec],
 ) -> list[Alert]:
-    """One alert per anomaly, labelled by metric and signal labels."""
+    """One alert per anomaly, labelled by metric and signal labels.
+
+    Alerts are raised in order of their anomalies' starts across incidents,
+    as the live runner raises them, so that deduplication sees them in time
+    order however the incidents overlap.
+    """
     new = []
-    for inc in incidents:
+    members = sorted(
+        ((a, inc) for inc in incidents for a in inc.anomalies),
+        key=lambda pair: (pair[0].start_ms, pair[0].signal),
+    )
+    for a, inc in members:
         breadth = len(inc.services) or 1
-        for a in sorted(inc.anomalies, key=lambda a: a.start_ms):
-            labels = {"alertname": f"{a.metric}_anomaly", **dict(a.labels)}
-            spec = specs.get(a.metric)
-            direction = "above" if a.peak_z > 0 else "below"
-            summary = f"{a.signal} {direction} its recent range (z={a.peak_z:+.1f})"
-            alert, is_new = book.raise_alert(
-                labels,
-                a.start_ms,
-                a.end_ms,
-                a.score,
-                summary,
-                breadth=breadth,
-                weight=spec.weight if spec else 1.0,
-                incident_id=inc.id,
+        labels = {"alertname": f"{a.metric}_anomaly", **dict(a.labels)}
+        spec = specs.get(a.metric)
+        direction = "above" if a.peak_z > 0 else "below"
+        summary = f"{a.signal} {direction} its recent range (z={a.peak_z:+.1f})"
+        alert, is_new = book.raise_alert(
+            labels,
+            a.start_ms,
+            a.end_ms,
+            a.score,
+            summary,
+            breadth=breadth,
+            weight=spec.weight if spec else 1.0,
+            incident_id=inc.id,
+        )
+        if is_new and a.context:
+            alert.annotations.update(
+                owner=str(a.context.get("owner", "unknown")),
+                region=str(a.context.get("region", "unknown")),
+                host=str(a.context.get("host", "unknown")),
+                changes="; ".join(a.context.get("changes", [])) or "none",
             )
-            if is_new and a.context:
-                alert.annotations.update(
-                    owner=str(a.context.get("owner", "unknown")),
-                    region=str(a.context.get("region", "unknown")),
-                    host=str(a.context.get("host", "unknown")),
-                    changes="; ".join(a.context.get("changes", [])) or "none",
-                )
-            if is_new:
-                new.append(alert)
+        if is_new:
+            new.append(alert)
     return new
