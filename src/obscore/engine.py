@@ -533,10 +533,9 @@ class Engine:
                 table["series_id"].to_numpy(), table["ts"].to_numpy(), table["value"].to_numpy(),
                 wait=False,
             )
-        result = self.hot.ingest(table)  # while the log's fsync runs
-        if self.blocks is not None and table.num_rows:
+        if self.blocks is not None:
             self._logged_since_rewrite += table.num_rows
-            self._cut_blocks()
+        result = self._ingest_hot(table)  # while the log's fsync runs
         if logged_at is not None:
             self.wal.wait(logged_at)  # acknowledged: synced as the policy says
         self.samples_ingested += result.stored
@@ -555,6 +554,38 @@ class Engine:
             )
         return result
 
+    def _ingest_hot(self, table: pa.Table, *, rewrite_log: bool = True) -> IngestResult:
+        """Put a batch into the hot tier and cut the blocks it completes.
+
+        A series' ring holds ``store.hot_capacity`` samples, and a push past
+        that overwrites the oldest.  So with a data directory a batch that
+        holds more than half a ring of one series (a backfill, a big file)
+        goes in as parts of at most half a ring per series, in time order,
+        with blocks cut after each part: every sample reaches a block before
+        the ring could overwrite it.  Without a data directory the hot tier
+        is all there is and keeps the newest samples; a warning says how many
+        older ones the batch itself pushed out.
+        """
+        half = max(1, self.config.hot_capacity // 2)
+        parts = [table]
+        if table.num_rows > half:
+            parts = _ring_parts(table, half)
+            if self.blocks is None and len(parts) > 1:
+                parts = [table]
+                over = _most_per_series(table) - self.config.hot_capacity
+                if over > 0:
+                    logger.warning(
+                        "batch holds %d more samples of one series than its ring keeps "
+                        "(store.hot_capacity %d): the oldest are overwritten; open a data "
+                        "directory to keep them", over, self.config.hot_capacity,
+                    )
+        result = IngestResult()
+        for part in parts:
+            result.add(self.hot.ingest(part))
+            if self.blocks is not None and part.num_rows:
+                self._cut_blocks(rewrite_log=rewrite_log)
+        return result
+
     # --- storage tiers -------------------------------------------------------
 
     def _read(self, sid: int, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
@@ -564,7 +595,7 @@ class Engine:
             return self.hot.read(sid, start_ms, end_ms)
         return self.blocks.read(sid, start_ms, end_ms, self.hot.read)
 
-    def _cut_blocks(self) -> None:
+    def _cut_blocks(self, rewrite_log: bool = True) -> None:
         """Flush every series' complete blocks from the hot tier to raw Parquet blocks.
 
         Called under the lock after each stored batch.  A block is complete
@@ -592,7 +623,11 @@ class Engine:
         if written:
             logger.info("flushed %d samples of %d series to %d raw blocks",
                         table.num_rows, len(floors), len(written))
-        if self._flushed_since_rewrite * 2 >= max(self._logged_since_rewrite, 1) and self._flushed_since_rewrite:
+        if (
+            rewrite_log
+            and self._flushed_since_rewrite
+            and self._flushed_since_rewrite * 2 >= max(self._logged_since_rewrite, 1)
+        ):
             self._rewrite_wal()
 
     def _hot_unflushed(self) -> pa.Table:
@@ -1323,8 +1358,9 @@ class Engine:
         for _, name, labels in replay.series:
             self.index.add(name, labels)
         for ids, ts, values in replay.batches:
-            # rows already in the checkpoint come back as duplicates and are dropped
-            self.hot.ingest(sample_table(ids, ts, values))
+            # rows already in the checkpoint come back as duplicates and are
+            # dropped; the log is not rewritten while it is being read
+            self._ingest_hot(sample_table(ids, ts, values), rewrite_log=False)
         self.wal_damage = replay.damage
         if replay.damage is not None:
             warnings.warn(str(replay.damage), DroppedDataWarning, stacklevel=3)
@@ -1388,3 +1424,36 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def _ring_parts(table: pa.Table, half: int) -> list[pa.Table]:
+    """``table`` split into parts holding at most ``half`` samples of any series.
+
+    Part ``k`` holds each series' samples ``k * half .. (k + 1) * half - 1`` in
+    time order, so the parts go in one after the other.  A batch sorted by time
+    with at most ``half`` distinct timestamps (a scrape, a few of them) is one
+    part without counting per series.
+    """
+    ts = table["ts"].to_numpy()
+    if len(ts) > 1 and bool((ts[1:] >= ts[:-1]).all()):
+        if 1 + int(np.count_nonzero(ts[1:] != ts[:-1])) <= half:
+            return [table]
+    import pandas as pd
+
+    order = np.argsort(ts, kind="stable")
+    ids = table["series_id"].to_numpy()[order]
+    rank = pd.Series(ids).groupby(ids, sort=False).cumcount().to_numpy()
+    part_of = np.empty(len(ts), np.int64)
+    part_of[order] = rank // half
+    n_parts = int(part_of.max()) + 1 if len(ts) else 1
+    if n_parts == 1:
+        return [table]
+    return [table.filter(pa.array(part_of == k)) for k in range(n_parts)]
+
+
+def _most_per_series(table: pa.Table) -> int:
+    """The largest number of rows any one series has in ``table``."""
+    import pandas as pd
+
+    ids = table["series_id"].to_numpy()
+    return int(pd.Series(ids).value_counts().max()) if len(ids) else 0

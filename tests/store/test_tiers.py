@@ -82,6 +82,47 @@ def test_flushed_samples_survive_ring_overwrite_and_reopen(tmp_path):
         assert again._read(sid, T0, T0 + n * 10_000)[1].tolist() == list(map(float, range(n)))
 
 
+@pytest.mark.parametrize("shuffled", [False, True], ids=["in_time_order", "shuffled"])
+def test_one_batch_of_many_rings_keeps_every_sample(tmp_path, shuffled):
+    # 5 rings' worth of two series in one ingest call (a backfill): every
+    # sample reaches a block before the ring could overwrite it
+    conf = {"store": {"hot_capacity": 1000, "block_duration": "1h"}}
+    eng = _engine(tmp_path, **conf)
+    index, sids = _series(2)
+    n = 5000
+    ts = np.tile(T0 + np.arange(n) * 10_000, 2)
+    ids = np.repeat(np.array(sids, np.uint64), n)
+    values = np.tile(np.arange(n, dtype=float), 2)
+    if shuffled:
+        order = np.random.default_rng(3).permutation(2 * n)
+        ts, ids, values = ts[order], ids[order], values[order]
+    result = eng.ingest(sample_table(ids, ts, values), index)
+    assert result.stored == 2 * n and result.dropped == {}
+    for sid in sids:
+        got_ts, got = eng._read(sid, T0, T0 + n * 10_000)
+        assert got.tolist() == list(map(float, range(n)))
+        assert np.array_equal(got_ts, T0 + np.arange(n) * 10_000)
+    # unclosed: the log and the blocks give everything back
+    again = _engine(tmp_path, **conf)
+    for sid in sids:
+        assert again._read(sid, T0, T0 + n * 10_000)[1].tolist() == list(map(float, range(n)))
+
+
+def test_one_batch_past_the_ring_without_a_data_dir_warns(caplog):
+    eng = Engine(config=load_config(overrides={"store": {"hot_capacity": 1000}}))
+    index, sids = _series(1)
+    n = 1500
+    with caplog.at_level(logging.WARNING, logger="obscore.engine"):
+        eng.ingest(sample_table(np.full(n, sids[0], np.uint64), T0 + np.arange(n) * 10_000,
+                                np.arange(n, dtype=float)), index)
+    assert (
+        "batch holds 500 more samples of one series than its ring keeps "
+        "(store.hot_capacity 1000): the oldest are overwritten; open a data directory "
+        "to keep them"
+    ) in caplog.text
+    assert eng._read(sids[0], T0, T0 + n * 10_000)[1].tolist() == list(map(float, range(500, n)))
+
+
 def test_unclosed_data_dir_reads_blocks_and_log_back(tmp_path):
     eng = _engine(tmp_path)
     index, sids = _series(2)
