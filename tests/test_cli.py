@@ -41,3 +41,175 @@ def test_demo_runs_end_to_end_and_writes_a_report(tmp_path, capsys):
     html = (out / "report.html").read_text(encoding="utf-8")  # the dashboard as a file
     assert '<script id="report-data" type="application/json">' in html
     assert "/static/" not in html
+
+
+def _csv(path, text: str | bytes):
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+SPIKE = "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,500\n"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[[metrics]]\nname = "x"\nkind = "guage"\n',
+         ", metric 'x': 'guage' is not a valid metric kind; expected one of "
+         "['counter', 'gauge', 'histogram']"),
+        ('[store]\nout_of_order_window = "-5m"\n',
+         ", store.out_of_order_window: '-5m' is not a duration; use e.g. '5m' or '300s'"),
+        ("[store\n", ": Expected ']' at the end of a table declaration (at line 1, column 7)"),
+    ],
+    ids=["bad_kind", "negative_duration", "broken_toml"],
+)
+def test_a_bad_config_is_one_line_and_exit_2_not_a_traceback(tmp_path, capsys, toml, message):
+    conf = _csv(tmp_path / "bad.toml", toml)
+    src = _csv(tmp_path / "spike.csv", SPIKE)
+    for argv in (["detect", str(src), "--out", str(tmp_path / "o"), "-q"], ["ingest", "--dry-run", str(src)]):
+        assert main([*argv, "--config", str(conf)]) == 2
+        command = argv[0]
+        assert capsys.readouterr().err == f"obscore {command}: {conf}{message}\n"
+
+
+def test_detect_reports_missing_inputs_and_unusable_out_folders(tmp_path, capsys):
+    src = _csv(tmp_path / "spike.csv", SPIKE)
+    missing = tmp_path / "doesnotexist.csv"
+    assert main(["detect", "-q", str(missing), "--out", str(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == f"{missing}: no such file\n"
+
+    assert main(["detect", "-q", str(src), "--out", str(src)]) == 2
+    assert capsys.readouterr().err == f"obscore detect: --out {src} is not a folder\n"
+    assert main(["detect", "-q", str(src), "--out", "/proc/nope"]) == 2
+    assert capsys.readouterr().err == (
+        "obscore detect: --out /proc/nope cannot be made: No such file or directory\n"
+    )
+    assert main(["detect", "-q", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore detect: --out {tmp_path} would overwrite the input {src}; give another folder\n"
+    )
+    assert src.read_text() == SPIKE
+
+
+def test_detect_fails_on_files_without_samples_as_ingest_does(tmp_path, capsys):
+    empty = _csv(tmp_path / "empty.csv", "")
+    header = _csv(tmp_path / "header.csv", "timestamp,value\n")
+    bad = _csv(tmp_path / "bad.csv", "timestamp,value\n2014-04-01 00:00:00,x\nfoo,1\n")
+    binary = _csv(tmp_path / "bin.csv", b"timestamp,value\n2014-04-01 00:00:00,1\n\xff\xfe,2\n")
+    out = tmp_path / "out"
+    for path, err in [
+        (empty, f"{empty} line 1: the file is empty; expected a header or rows\n"),
+        (header, f"{header}: no samples to score\n"),
+        (bad, f"{bad} line 2: value 'x' is not a number; row skipped\n"
+              f"{bad} line 3: timestamp 'foo' is not a date, epoch seconds or milliseconds; "
+              "row skipped\n"
+              f"{bad}: no samples to score: 2 bad rows of 2\n"),
+        (binary, f"{binary} line 3: invalid UTF-8 at byte 38\n"),
+    ]:
+        assert main(["detect", "-q", str(path), "--out", str(out)]) == 2, path
+        captured = capsys.readouterr()
+        assert captured.err == err
+        assert captured.out == f"0 files, 0 alerts, {2 if path == bad else 0} bad rows; results in {out}\n"
+        assert not (out / path.name).exists()
+
+
+def test_detect_caps_the_bad_rows_shown_and_writes_lf_line_endings(tmp_path, capsys):
+    from obscore.cli import _PROBLEMS_SHOWN
+
+    rows = [f"{1396310400 + 300 * i},{i % 5}" for i in range(50)] + ["x,1"] * (_PROBLEMS_SHOWN + 7)
+    src = _csv(tmp_path / "many.csv", "timestamp,value\n" + "\n".join(rows) + "\n")
+    assert main(["detect", "-q", str(src), "--out", str(tmp_path / "o")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == _PROBLEMS_SHOWN + 1
+    assert err[0] == (
+        f"{src} line 52: timestamp 'x' is not a date, epoch seconds or milliseconds; row skipped"
+    )
+    assert err[-1] == f"{src}: 7 more bad rows"
+    data = (tmp_path / "o" / "many.csv").read_bytes()
+    assert b"\r" not in data
+    assert data.splitlines()[:2] == [
+        b"timestamp,value,anomaly_score,alert", b"2014-04-01 00:00:00,0.0,0.000000,0"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "err"),
+    [
+        (["eval", "nab", "/nonexistent"],
+         "obscore eval: /nonexistent is not a NAB folder: [Errno 2] No such file or directory: "
+         "'/nonexistent/labels/combined_windows.json'\n"),
+        (["eval", "rca", "--dataset", "petshop", "/nonexistent"],
+         "obscore eval: /nonexistent: no such file or directory\n"),
+        (["bench", "-q", "--kernels", "nope"],
+         "obscore bench: unknown kernels ['nope']; known: iforest, iforest_2threads, zscore, "
+         "histogram, histogram_observe, rollup, rollup_polars, ringbuf\n"),
+        (["bench", "-q", "--handicap", "zscore=abc"],
+         "obscore bench: --handicap 'zscore=abc': expected KERNEL=N with a known kernel and N a "
+         "positive integer; known: iforest, iforest_2threads, zscore, histogram, "
+         "histogram_observe, rollup, rollup_polars, ringbuf\n"),
+        (["bench", "-q", "--kernels", "histogram", "--check", "/nonexistent.json"],
+         "obscore bench: --check /nonexistent.json: No such file or directory\n"),
+        (["demo", "-q", "--hours", "3"],
+         "obscore demo: --hours must be at least 7, got 3: the demo injects 3 incidents of up to "
+         "60 min, 60 min apart, after a warm-up of a quarter of the span\n"),
+        (["demo", "-q", "--hours", "0"],
+         "obscore demo: --hours must be at least 7, got 0: the demo injects 3 incidents of up to "
+         "60 min, 60 min apart, after a warm-up of a quarter of the span\n"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, list) else "",
+)
+def test_bad_arguments_are_one_line_and_exit_2(capsys, argv, err):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err == err
+    assert captured.out == ""
+
+
+def test_eval_nab_refuses_an_unknown_detector_as_detect_does(capsys):
+    from obscore.detect import registered
+
+    assert main(["eval", "nab", "--detector", "my_zscore", "/nonexistent"]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore eval: no detector named 'my_zscore'; registered: {', '.join(registered())}\n"
+    )
+
+
+def test_eval_smd_of_a_folder_without_machines_is_one_line(tmp_path, capsys):
+    assert main(["eval", "smd", str(tmp_path), "-q"]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore eval: no SMD machine with train, test and test_label files under {tmp_path}\n"
+    )
+
+
+def test_bench_check_reads_a_broken_baseline_before_timing(tmp_path, capsys, monkeypatch):
+    from obscore import bench
+
+    monkeypatch.setattr(bench, "run", lambda *a, **k: pytest.fail("timed before the check"))
+    baseline = _csv(tmp_path / "base.json", "{\n")
+    assert main(["bench", "-q", "--check", str(baseline)]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore bench: --check {baseline}: not a baseline file (Expecting property name "
+        "enclosed in double quotes: line 2 column 1 (char 2))\n"
+    )
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "0", "http"])
+def test_serve_port_must_be_1_to_65535(capsys, port):
+    with pytest.raises(SystemExit) as exc:
+        main(["serve", "--port", port])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"obscore serve: error: argument --port: {port!r} is not a port; expected an integer "
+        "from 1 to 65535"
+    )
+
+
+def test_serve_prints_one_startup_line(capsys, monkeypatch):
+    import obscore.server
+
+    monkeypatch.setattr(obscore.server, "serve", lambda app, host, port, token=None: None)
+    assert main(["serve", "--port", "19464"]) == 0
+    assert capsys.readouterr().err == "obscore serve: listening on http://127.0.0.1:19464\n"

@@ -23,12 +23,23 @@ def _overlap(a0: int, a1: int, b0: int, b1: int) -> bool:
     return a0 <= b1 and b0 <= a1
 
 
+# NOTE: sim.incident.default_incidents fits 3 incidents of up to 60 min, 60 min
+# apart and 10 min clear of the end, after a warm-up of a quarter of the span:
+# (3 * 60 + 2 * 60 + 10) / 0.75 = 413 min, so from 7 h every seed fits
+_DEMO_MIN_HOURS = 7.0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from obscore.catalogue import from_platform
     from obscore.engine import Engine
     from obscore.report import write_demo_report, write_html_report
     from obscore.sim import simulate
 
+    if not args.hours >= _DEMO_MIN_HOURS:
+        print(f"obscore demo: --hours must be at least {_DEMO_MIN_HOURS:g}, got {args.hours:g}: the demo "
+              "injects 3 incidents of up to 60 min, 60 min apart, after a warm-up of a quarter of the span",
+              file=sys.stderr)
+        return 2
     t0 = time.perf_counter()
     out_dir = Path(args.out)
     steps = tqdm(total=5, desc="demo", unit="step", file=sys.stderr, disable=args.quiet)
@@ -140,7 +151,8 @@ def _record_demo_changes(engine, sim, seed: int) -> None:
 def cmd_detect(args: argparse.Namespace) -> int:
     from obscore.config import load_config
     from obscore.detect.stream import default_detector, detect_stream
-    from obscore.ingest.files import read_csv, walk_csv
+    from obscore.errors import ObscoreError
+    from obscore.ingest.files import walk_csv
 
     config = load_config(args.config)
     name = args.detector or config.detector
@@ -154,36 +166,101 @@ def cmd_detect(args: argparse.Namespace) -> int:
     if not files:
         print("obscore detect: no CSV files found", file=sys.stderr)
         return 2
-    total_alerts = 0
-    bad = 0
+    missing = [path for path, _ in files if not path.is_file()]
+    for path in missing:
+        print(f"{path}: no such file", file=sys.stderr)
+    files = [(path, rel) for path, rel in files if path.is_file()]
+    inputs = {path.resolve() for path, _ in files}
+    clash = next((out_dir / rel for _, rel in files if (out_dir / rel).resolve() in inputs), None)
+    if clash is not None:
+        print(f"obscore detect: --out {args.out} would overwrite the input {clash}; "
+              "give another folder", file=sys.stderr)
+        return 2
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        what = "is not a folder" if out_dir.exists() else f"cannot be made: {exc.strerror}"
+        print(f"obscore detect: --out {args.out} {what}", file=sys.stderr)
+        return 2
+    status = 2 if missing else 0
+    total_alerts = bad = scored = 0
     for path, rel in tqdm(files, desc="detect", unit="file", file=sys.stderr, disable=args.quiet):
-        series = read_csv(path)
-        for p in series.problems:
-            print(f"warning: {p}", file=sys.stderr)
-        bad += len(series.problems)
-        res = detect_stream(series.ts, series.values, default_detector(name), config.detect_threshold)
+        try:
+            ts, values, n_bad, n_rows = _detect_read(path)
+        except (ObscoreError, OSError) as exc:
+            message = str(exc)
+            print(message if message.startswith(str(path)) else f"{path}: {message}", file=sys.stderr)
+            status = 2
+            continue
+        bad += n_bad
+        if not len(ts):
+            print(f"{path}: no samples to score{f': {n_bad} bad rows of {n_rows}' if n_bad else ''}",
+                  file=sys.stderr)
+            status = 2
+            continue
+        res = detect_stream(ts, values, default_detector(name), config.detect_threshold)
+        stamps = _timestamps(ts)
         target = out_dir / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with target.open("w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["timestamp", "value", "anomaly_score", "alert"])
-            for raw, v, s, a in zip(series.raw_ts, series.values, res.scores, res.alerts):
-                w.writerow([raw, repr(float(v)) if v == v else "nan", f"{s:.6f}", int(a)])
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with target.open("w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh, lineterminator="\n")
+                w.writerow(["timestamp", "value", "anomaly_score", "alert"])
+                for raw, v, s, a in zip(stamps, values, res.scores, res.alerts):
+                    w.writerow([raw, repr(float(v)) if v == v else "nan", f"{s:.6f}", int(a)])
+        except OSError as exc:
+            print(f"obscore detect: cannot write {target}: {exc.strerror}", file=sys.stderr)
+            return 2
+        scored += 1
         for i in res.alerts.nonzero()[0]:
-            print(f"ALERT {path}: {series.raw_ts[i]} value={series.values[i]:g} score={res.scores[i]:.3f}")
+            print(f"ALERT {path}: {stamps[i]} value={values[i]:g} score={res.scores[i]:.3f}")
             total_alerts += 1
-    print(f"{len(files)} files, {total_alerts} alerts, {bad} bad rows; results in {out_dir}")
-    return 0
+    print(f"{scored} files, {total_alerts} alerts, {bad} bad rows; results in {out_dir}")
+    return status
+
+
+def _detect_read(path: Path):
+    """The ``(ts, values, bad rows, rows)`` of a timestamp,value CSV, read as ``ingest`` reads it.
+
+    The bad rows are printed (the first :data:`_PROBLEMS_SHOWN`, then a count).
+    """
+    import numpy as np
+
+    from obscore.errors import InvalidSampleError
+    from obscore.ingest.files import SampleFile
+
+    reader = SampleFile(path, format="csv")
+    tables = list(reader.batches())
+    if reader.layout != "narrow":
+        raise InvalidSampleError(f"{path}: a {reader.layout} table; expected 'timestamp,value' columns")
+    for problem in reader.problems[:_PROBLEMS_SHOWN]:
+        print(problem, file=sys.stderr)
+    if len(reader.problems) > _PROBLEMS_SHOWN:
+        print(f"{path}: {len(reader.problems) - _PROBLEMS_SHOWN} more bad rows", file=sys.stderr)
+    ts = np.concatenate([t.column("ts").to_numpy() for t in tables]) if tables else np.empty(0, np.int64)
+    values = np.concatenate([t.column("value").to_numpy() for t in tables]) if tables else np.empty(0)
+    return ts, values, len(reader.problems), reader.n_rows
+
+
+def _timestamps(ts) -> list[str]:
+    """``2014-04-01 00:05:00`` (UTC) for each ts; with milliseconds when any has some."""
+    import numpy as np
+
+    unit = "ms" if (ts % 1000).any() else "s"
+    return [t.replace("T", " ") for t in np.datetime_as_string(ts.astype("datetime64[ms]"), unit=unit)]
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     import os
 
+    from obscore.config import load_config
     from obscore.engine import Engine
     from obscore.errors import ObscoreError
 
     from obscore.ingest.files import walk_sample_files
 
+    if args.dry_run:  # validated too: a run with this config would fail on it
+        load_config(args.config)
     paths = walk_sample_files(args.paths)
     sizes = {p: (0 if p == "-" else os.path.getsize(p)) for p in paths if p == "-" or os.path.isfile(p)}
     missing = [p for p in paths if p not in sizes]
@@ -337,10 +414,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         from obscore.config import load_config
 
+        from obscore.detect.stream import default_detector
+
         config = load_config(args.config)
         args.detector = args.detector or config.detector
         args.threshold = config.detect_threshold if args.threshold is None else args.threshold
-        corpus = load_nab(args.path)
+        try:
+            default_detector(args.detector)
+            corpus = load_nab(args.path)
+        except KeyError as exc:
+            print(f"obscore eval: {exc.args[0]}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"obscore eval: {args.path} is not a NAB folder: {exc}", file=sys.stderr)
+            return 2
         bar = tqdm(total=len(corpus.names), desc="nab", unit="file", file=sys.stderr, disable=args.quiet)
         result = evaluate_nab(corpus, args.detector, args.threshold, progress=lambda _name: bar.update())
         bar.close()
@@ -361,7 +448,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from obscore.detect.evaluate import evaluate_smd
 
         bar = tqdm(desc="smd", unit="machine", file=sys.stderr, disable=args.quiet)
-        result = evaluate_smd(args.path, threshold=0.5 if args.threshold is None else args.threshold, progress=lambda _name: bar.update())
+        try:
+            result = evaluate_smd(args.path, threshold=0.5 if args.threshold is None else args.threshold,
+                                  progress=lambda _name: bar.update())
+        except FileNotFoundError as exc:
+            bar.close()
+            print(f"obscore eval: {exc}", file=sys.stderr)
+            return 2
         bar.close()
         print(json.dumps(result, indent=2, allow_nan=False) if args.json else _smd_table(result))
         return 0
@@ -374,6 +467,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             bar.close()
             if not args.json:
                 result.pop("per_case")
+        elif not Path(args.path).exists():
+            print(f"obscore eval: {args.path}: no such file or directory", file=sys.stderr)
+            return 2
         elif args.dataset == "smd":
             from obscore.diagnose.evaluate import evaluate_smd_rca
 
@@ -415,12 +511,23 @@ def _smd_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: an integer in 1..65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port; expected an integer from 1 to 65535")
+    return port
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
     from obscore.engine import Engine
     from obscore.errors import ConfigError
-    from obscore.server import create_app, serve
+    from obscore.server import create_app, is_loopback, serve
     from obscore.server.simulate import fill_from_simulation, simulated_catalogue
 
     token = args.token or os.environ.get("OBSCORE_TOKEN") or None
@@ -444,6 +551,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         warmup=fill_from_simulation if args.simulate else None,
     )
     try:
+        if token or is_loopback(args.host):  # else serve refuses, below
+            print(f"obscore serve: listening on http://{args.host}:{args.port}", file=sys.stderr)
         serve(app, args.host, args.port, token=token)
     except ConfigError as exc:
         print(f"obscore serve: {exc}", file=sys.stderr)
@@ -737,10 +846,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from obscore import bench
 
     names = args.kernels.split(",") if args.kernels else None
+    unknown = [n for n in names or [] if n not in bench.CASES]
+    if unknown:
+        print(f"obscore bench: unknown kernels {unknown!r}; known: {', '.join(bench.CASES)}", file=sys.stderr)
+        return 2
     handicaps = {}
     for item in args.handicap or []:
         name, _, times = item.partition("=")
+        if name not in bench.CASES or not (times or "10").isdigit() or int(times or 10) < 1:
+            print(f"obscore bench: --handicap {item!r}: expected KERNEL=N with a known kernel and "
+                  f"N a positive integer; known: {', '.join(bench.CASES)}", file=sys.stderr)
+            return 2
         handicaps[name] = int(times or 10)
+    baseline = None
+    if args.check:  # read before the timings, which take a while
+        try:
+            baseline = bench.load_baseline(args.check)
+            described = bench.describe_baseline(args.check)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"not a baseline file ({exc})"
+            print(f"obscore bench: --check {args.check}: {why}", file=sys.stderr)
+            return 2
     bar = tqdm(total=len(names or bench.CASES), desc="bench", unit="kernel", file=sys.stderr, disable=args.quiet)
 
     def progress(name: str) -> None:
@@ -758,9 +884,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.save_baseline:
         profile = bench.save_baseline(args.save_baseline, results)
         print(f"baseline of profile {profile!r} written to {args.save_baseline}")
-    if args.check:
-        baseline = bench.load_baseline(args.check)
-        print(f"checking against {bench.describe_baseline(args.check)}")
+    if baseline is not None:
+        print(f"checking against {described}")
         problems = bench.check(results, baseline, args.tolerance)
         for attempt in range(args.retries):
             if not problems:
@@ -849,7 +974,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--detector", default=None, help="registered detector name (nab; default: the config's detectors.default)")
     ev.add_argument("--threshold", type=float, default=None, help="declared alert threshold (default: the config's detectors.threshold, 0.5)")
     ev.add_argument("--config", default=None, help="obscore.toml to use (nab: detectors.default and .threshold)")
-    ev.add_argument("--dataset", default="sim", help="rca dataset layout: sim, sockshop1, petshop, smd")
+    ev.add_argument("--dataset", default="sim", choices=["sim", "sockshop1", "petshop", "smd"],
+                    help="rca dataset layout (default sim)")
     ev.add_argument("--cases", type=int, default=100, help="rca sim: incidents to inject (default 100)")
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -859,7 +985,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--data", default=None, help="data directory (default: in memory)")
     srv.add_argument("--config", default=None, help="obscore.toml to use")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    srv.add_argument("--port", type=int, default=9464, help="port (default 9464)")
+    srv.add_argument("--port", type=_port, default=9464, help="port, 1-65535 (default 9464)")
     srv.add_argument("--token", default=None, help="bearer token for writes (or OBSCORE_TOKEN); required off loopback")
     srv.add_argument("--simulate", action="store_true", help="fill the engine with a simulated day and run the pipeline")
     srv.add_argument("--declare", action="store_true", help="declare metrics the config does not know when pushed")
@@ -876,7 +1002,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
+    from obscore.errors import ObscoreError
+
+    try:
+        return args.func(args)
+    except ObscoreError as exc:  # a bad config, input or argument: the message says which
+        print(f"obscore {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -160,8 +160,17 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         return float(value)
 
     metrics: dict[str, MetricSpec] = {}
+    kinds = [k.value for k in MetricKind]
     for i, m in enumerate(raw.get("metrics", [])):
+        # i counts the merged list (defaults first): the name tells the user more
         where = f"{source}, metrics[{i}]"
+        if "name" in m:
+            where = f"{source}, metric {m['name']!r}"
+        if m.get("kind", "gauge") not in kinds:
+            raise ConfigError(
+                f"{where}: {m.get('kind')!r} is not a valid metric kind; "
+                f"expected one of {kinds!r}"
+            )
         try:
             name = check_metric_name(str(m["name"]))
             kind = MetricKind(m.get("kind", "gauge"))
@@ -174,7 +183,7 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         if kind is MetricKind.HISTOGRAM:
             if not bounds or any(b >= c for b, c in zip(bounds, bounds[1:])):
                 raise ConfigError(
-                    f"{where} ({name!r}): buckets must be strictly increasing and "
+                    f"{where}: buckets must be strictly increasing and "
                     f"non-empty, got {list(bounds)!r}"
                 )
         metrics[name] = MetricSpec(

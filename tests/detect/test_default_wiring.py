@@ -23,7 +23,7 @@ def _series_csv(path, n=400):
     values = 10 + rng.normal(size=n)
     values[-1] = 60.0
     rows = ["timestamp,value"] + [
-        f"2014-04-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00,{v!r}"
+        f"2014-04-{1 + i // 288:02d} {(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00,{float(v)!r}"
         for i, v in enumerate(values)
     ]
     path.write_text("\n".join(rows) + "\n")

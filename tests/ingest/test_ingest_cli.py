@@ -320,3 +320,21 @@ def test_nab_files_from_shared_data_ingest_whole(tmp_path, capsys, shared_data):
 )
 def test_sniff_file_format(head, name, expected):
     assert sniff_file_format(head, name) == expected
+
+
+def test_dry_run_loads_and_validates_the_config(tmp_path, capsys):
+    path = tmp_path / "nan.csv"
+    path.write_text("timestamp,value\n2014-04-01 00:00:00,NaN\n")
+    missing = tmp_path / "nonexist.toml"
+    assert main(["ingest", "--dry-run", "--config", str(missing), str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore ingest: cannot read config {str(missing)!r}: No such file or directory\n"
+    )
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[detectors]\nthreshold = 2\n')
+    assert main(["ingest", "--dry-run", "--config", str(bad), str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore ingest: {bad}, detectors.threshold: 2 is outside [0, 1]\n"
+    )
+    good = _config(tmp_path, "nan")
+    assert main(["ingest", "--dry-run", "--config", str(good), str(path)]) == 0
