@@ -69,12 +69,23 @@ def test_ingest_drops_bad_rows_and_keeps_good_ones():
     assert v[:2].tolist() == [1.0, 2.0] and np.isnan(v[2])
 
 
-def test_ingest_rejects_undeclared_metric_and_bad_schema():
+def test_ingest_drops_undeclared_metric_keeps_the_rest_and_rejects_bad_schema():
     eng = Engine()
     index = SeriesIndex()
     index.add("nope_total", {})
-    with pytest.raises(UnknownMetricError, match=r"undeclared metrics \['nope_total'\]"):
-        eng.ingest(sample_table(np.array([1], np.uint64), np.array([T0]), np.array([1.0])), index)
+    good = index.add("cpu_usage", {"host": "a", "service": "web"})
+    bad_id = index.add("nope_total", {})
+    batch = sample_table(np.array([bad_id, good], np.uint64), np.array([T0, T0]), np.array([1.0, 2.0]))
+    with pytest.warns(DroppedDataWarning) as caught:
+        res = eng.ingest(batch, index)
+    assert str(caught[0].message) == (
+        "dropped 1 of 2 samples of undeclared metrics ['nope_total'] (first: row 0: "
+        "nope_total{} at ts 1700000000000); declare them in the config"
+    )
+    # the declared metric's sample of the same batch is kept
+    assert res.stored == 1 and res.dropped == {"unknown_metric": 1}
+    assert eng.hot.read(good)[1].tolist() == [2.0]
+    assert eng.dropped["unknown_metric"] == 1
     bad = pa.table({"series_id": pa.array([1], pa.uint64()), "ts": pa.array([T0]), "value": pa.array(["x"])})
     with pytest.raises(SchemaError, match="column 'value' must be float64, got string"):
         eng.ingest(bad)

@@ -434,14 +434,43 @@ class Engine:
         """
         table = as_sample_table(data)
         with self._lock:
+            undeclared = None
             if index is not None:
                 unknown = [n for n in index.metric_names if not self._is_declared(n)]
                 if unknown:
-                    raise UnknownMetricError(
-                        f"batch index names undeclared metrics {unknown!r}; declare them in the config"
-                    )
+                    table, undeclared = self._drop_undeclared(table, index, unknown)
                 table = self._admit(table, index)[0]
-            return self._store(table)
+            result = self._store(table)
+        if undeclared is not None:
+            result.dropped["unknown_metric"] = undeclared.n_dropped
+            result.first_bad["unknown_metric"] = undeclared.first_bad["unknown_metric"]
+        return result
+
+    def _drop_undeclared(
+        self, table: pa.Table, index: SeriesIndex, unknown: list[str]
+    ) -> tuple[pa.Table, IngestResult]:
+        """Drop the rows of series whose metric is not declared; count and warn."""
+        names = set(unknown)
+        bad_ids = np.array([sid for sid in index if index.name(sid) in names], np.uint64)
+        ids = table["series_id"].to_numpy()
+        bad = np.isin(ids, bad_ids)
+        dropped = IngestResult()
+        n = int(bad.sum())
+        if n:
+            first = int(np.argmax(bad))
+            sid = int(ids[first])
+            where = f"row {first}: {index.describe(sid)} at ts {int(table['ts'][first].as_py())}"
+            dropped.dropped["unknown_metric"] = n
+            dropped.first_bad["unknown_metric"] = where
+            self.dropped["unknown_metric"] = self.dropped.get("unknown_metric", 0) + n
+            text = (
+                f"dropped {n} of {table.num_rows} samples of undeclared metrics "
+                f"{sorted(names)!r} (first: {where}); declare them in the config"
+            )
+            logger.warning("ingest %s", text)
+            warnings.warn(text, DroppedDataWarning, stacklevel=3)
+            table = table.filter(pa.array(~bad))
+        return table, dropped
 
     def _admit(self, table: pa.Table, index: SeriesIndex) -> tuple[pa.Table, list[int]]:
         """Create the batch's new series that the guard admits; drop the others' rows.
