@@ -63,8 +63,11 @@ SPIKE = "timestamp,value\n2014-04-01 00:00:00,1\n2014-04-01 00:05:00,500\n"
         ('[store]\nout_of_order_window = "-5m"\n',
          ", store.out_of_order_window: '-5m' is not a duration; use e.g. '5m' or '300s'"),
         ("[store\n", ": Expected ']' at the end of a table declaration (at line 1, column 7)"),
+        ("[limits]\nseries_per_metrc = 5\n",
+         ", limits.series_per_metrc: unknown key; did you mean 'series_per_metric'? "
+         "(known: series_per_metric, series_total)"),
     ],
-    ids=["bad_kind", "negative_duration", "broken_toml"],
+    ids=["bad_kind", "negative_duration", "broken_toml", "unknown_key"],
 )
 def test_a_bad_config_is_one_line_and_exit_2_not_a_traceback(tmp_path, capsys, toml, message):
     conf = _csv(tmp_path / "bad.toml", toml)

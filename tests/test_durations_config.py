@@ -64,3 +64,51 @@ def test_user_metrics_add_to_defaults(tmp_path):
     path.write_text('[[metrics]]\nname = "queue_depth"\nkind = "gauge"\nlabels = ["queue"]\n')
     cfg = load_config(path)
     assert "queue_depth" in cfg.metrics and "cpu_usage" in cfg.metrics
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[store]\nout_of_ordr_window = "5m"\n',
+         "store.out_of_ordr_window: unknown key; did you mean 'out_of_order_window'? (known: "
+         "hot_capacity, rollup_steps, out_of_order_window, on_conflict, wal_fsync, "
+         "block_duration, warm_step, cold_step, compact_interval)"),
+        ("[stor]\nhot_capacity = 5\n",
+         "stor: unknown table; did you mean 'store'? (known: metrics, store, limits, retention, "
+         "sampling, detectors, alerts, diagnosis, pipeline, escalation, remediation, scrape, "
+         "services)"),
+        ('[detectors.zscore]\nwindo = "5m"\n',
+         "detectors.zscore.windo: unknown key; did you mean 'window'? (known: window, threshold)"),
+        ('[[metrics]]\nname = "a"\nlables = ["x"]\n',
+         "metrics[0].lables: unknown key; did you mean 'labels'? (known: name, kind, labels, "
+         "buckets, help, unit, group, weight)"),
+        ('[[metrics]]\nname = "a"\n\n[[metrics]]\nname = "a"\nkind = "counter"\n',
+         "metrics[1]: metric 'a' is declared twice; keep one [[metrics]] table per name"),
+    ],
+    ids=["key", "table", "nested_key", "metric_key", "duplicate_metric"],
+)
+def test_config_refuses_unknown_keys_and_duplicate_metrics(tmp_path, toml, message):
+    path = tmp_path / "obscore.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert str(exc.value) == f"{path}, {message}"
+
+
+def test_the_shipped_config_and_the_configs_of_the_docs_load(tmp_path):
+    import re
+    from importlib import resources
+    from pathlib import Path
+
+    load_config(resources.files("obscore").joinpath("obscore.toml"))
+    docs = Path(__file__).parent.parent / "docs"
+    blocks = [
+        b for doc in sorted(docs.glob("*.md"))
+        for b in re.findall(r"```toml\n(.*?)```", doc.read_text(), re.S)
+    ]
+    assert len(blocks) >= 3
+    for n, block in enumerate(blocks):
+        path = tmp_path / f"doc{n}.toml"
+        # the example's callable names a user's package, not one installed here
+        path.write_text(block.replace('callable = "mypkg.ops:scale_out"', 'callable = "os:getcwd"'))
+        load_config(path)

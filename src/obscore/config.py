@@ -67,6 +67,103 @@ class ScrapeTarget(NamedTuple):
     labels: dict[str, str]
 
 
+#: The keys a config file may set: a table maps its keys to their own schema,
+#: None marks a value checked where it is read (rules, routing, actions,
+#: policies, scrape targets, services) or a plain value.
+_SCHEMA: dict[str, Any] = {
+    "metrics": {
+        k: None
+        for k in ("name", "kind", "labels", "buckets", "help", "unit", "group", "weight")
+    },
+    "store": {
+        k: None
+        for k in (
+            "hot_capacity", "rollup_steps", "out_of_order_window", "on_conflict",
+            "wal_fsync", "block_duration", "warm_step", "cold_step", "compact_interval",
+        )
+    },
+    "limits": {"series_per_metric": None, "series_total": None},
+    "retention": {"hot": None, "warm": None, "cold": None},
+    "sampling": {
+        k: None
+        for k in (
+            "mode", "baseline_rate", "burst_rate", "window", "enter_factor",
+            "exit_factor", "exit_windows", "min_count", "min_burst", "max_burst",
+            "half_life_windows", "warmup_windows", "anomaly_burst", "error_metrics",
+        )
+    },
+    "detectors": {
+        "default": None,
+        "threshold": None,
+        "zscore": {"window": None, "threshold": None},
+        "iforest": {"train": None, "predict": None, "n_trees": None, "max_samples": None},
+    },
+    "alerts": {
+        k: None
+        for k in ("dedup_window", "similarity", "approval_severity", "rules", "routing")
+    },
+    "diagnosis": {
+        k: None
+        for k in (
+            "correlation_window", "min_correlation", "pattern_similarity",
+            "granger_alpha", "granger_maxlag", "act_confidence", "patterns",
+        )
+    },
+    "pipeline": {
+        k: None
+        for k in (
+            "step", "settle", "catch_up", "quiet", "interval", "live",
+            "change_lookback", "business_owner",
+        )
+    },
+    "escalation": {"resolve_after": None, "policies": None},
+    "remediation": {"actions": None},
+    "scrape": None,
+    "services": None,
+}
+
+
+def _check_keys(node: dict[str, Any], schema: dict[str, Any], where: str, source: str) -> None:
+    """Refuse a key of ``node`` that ``schema`` does not know, suggesting the
+    closest known one; recurse into known tables and arrays of tables."""
+    import difflib
+
+    for key, value in node.items():
+        dotted = f"{where}.{key}" if where else key
+        if key not in schema:
+            close = difflib.get_close_matches(key, list(schema), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            what = "table" if isinstance(value, (dict, list)) and not where else "key"
+            raise ConfigError(
+                f"{source}, {dotted}: unknown {what}{hint} (known: {', '.join(schema)})"
+            )
+        sub = schema[key]
+        if sub is None:
+            continue
+        if isinstance(value, dict):
+            _check_keys(value, sub, dotted, source)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    _check_keys(item, sub, f"{dotted}[{i}]", source)
+
+
+def _check_user_file(user: dict[str, Any], source: str) -> None:
+    """The checks of a user's file that the merge would hide: unknown keys and
+    a metric declared twice."""
+    _check_keys(user, _SCHEMA, "", source)
+    seen: set[str] = set()
+    for i, m in enumerate(user.get("metrics", [])):
+        name = m.get("name") if isinstance(m, dict) else None
+        if name in seen:
+            raise ConfigError(
+                f"{source}, metrics[{i}]: metric {name!r} is declared twice; "
+                "keep one [[metrics]] table per name"
+            )
+        if isinstance(name, str):
+            seen.add(name)
+
+
 def _default_text() -> str:
     return resources.files("obscore").joinpath("obscore.toml").read_text("utf-8")
 
@@ -113,6 +210,7 @@ def load_config(path: str | Path | None = None, *, overrides: dict | None = None
             user = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
+        _check_user_file(user, source)
         raw = _merge(raw, user)
     if overrides:
         raw = _merge(raw, overrides)
