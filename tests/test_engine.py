@@ -128,3 +128,17 @@ def test_unknown_metric_message_is_plain():
     with pytest.raises(UnknownMetricError) as info:
         eng.gauge("nope")
     assert str(info.value).startswith("unknown metric 'nope'; declare it in the config")
+
+
+def test_ingest_exposition_counts_its_bad_lines_and_keeps_the_good_ones():
+    eng = Engine()
+    text = (
+        'cpu_usage{host="a",service="web"} 1\n'
+        "cpu_usage{host= 2\n"
+        'cpu_usage{host="b",service="web"} 3\n'
+    )
+    res = eng.ingest_exposition(text, ts_ms=T0)
+    assert res.stored == 2
+    assert res.dropped == {"bad_line": 1}
+    assert res.first_bad["bad_line"].startswith("line 2: ")
+    assert eng.dropped["bad_line"] == 1

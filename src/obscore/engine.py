@@ -546,7 +546,13 @@ class Engine:
                 gone = set(refused)
                 for key in [k for k, sid in self._series_cache.items() if sid in gone]:
                     del self._series_cache[key]
-            return self._store(batch)
+            result = self._store(batch)
+            if parsed.errors:  # lenient: the bad lines are dropped, counted here
+                line, message = parsed.errors[0]
+                result.dropped["bad_line"] = len(parsed.errors)
+                result.first_bad["bad_line"] = f"line {line}: {message}"
+                self.dropped["bad_line"] = self.dropped.get("bad_line", 0) + len(parsed.errors)
+            return result
 
     def _is_declared(self, name: str) -> bool:
         try:
