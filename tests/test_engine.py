@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import numpy as np
@@ -142,3 +143,20 @@ def test_ingest_exposition_counts_its_bad_lines_and_keeps_the_good_ones():
     assert res.dropped == {"bad_line": 1}
     assert res.first_bad["bad_line"].startswith("line 2: ")
     assert eng.dropped["bad_line"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"start_ms": 0, "end_ms": T0, "step_ms": 1}, "holds 1,700,000,000,001 evaluation times"),
+        ({"start_ms": "yesterday", "end_ms": T0, "step_ms": 1}, "start_ms must be an integer of milliseconds, got 'yesterday'"),
+        ({"start_ms": T0, "end_ms": T0 - 1, "step_ms": 1}, "end_ms 1699999999999 is before start_ms 1700000000000"),
+        ({"start_ms": T0, "end_ms": T0, "step_ms": 0}, "step_ms must be at least 1, got 0"),
+        ({"start_ms": T0, "end_ms": T0, "step_ms": 1, "by": "service"}, "by must be a sequence of label names, got the string 'service'"),
+        ({"start_ms": T0, "end_ms": T0, "step_ms": 1, "by": ["host"], "without": ["service"]}, "give by or without, not both"),
+    ],
+)
+def test_query_refuses_arguments_it_cannot_evaluate(kwargs, message):
+    eng = Engine()
+    with pytest.raises(ValueError, match=re.escape(message)):
+        eng.query("cpu_usage", **kwargs)

@@ -909,7 +909,21 @@ class Engine:
         pa.Table
             One string column per label, then ``ts`` (int64 ms) and ``value``
             (float64); evaluation times with no data are left out.
+
+        Raises
+        ------
+        ValueError
+            If the times are not integers, ``end_ms < start_ms``,
+            ``step_ms < 1``, the range holds more than
+            :data:`MAX_QUERY_STEPS` evaluation times, ``by`` is a single
+            string, or both ``by`` and ``without`` are given.
         """
+        _check_range(start_ms, end_ms, step_ms)
+        for name, labels in (("by", by), ("without", without)):
+            if isinstance(labels, str):
+                raise ValueError(f"{name} must be a sequence of label names, got the string {labels!r}")
+        if by is not None and without is not None:
+            raise ValueError("give by or without, not both")
         self.flush()
         with self._lock:
             return self.queries.range(
@@ -977,6 +991,7 @@ class Engine:
                 f"step_ms for a range query; got time_ms={time_ms!r}, "
                 f"start_ms={start_ms!r}, end_ms={end_ms!r}, step_ms={step_ms!r}"
             )
+        _check_range(start_ms, end_ms, step_ms)
         with self._lock:
             return engine.range(text, start_ms=start_ms, end_ms=end_ms, step_ms=step_ms)
 
@@ -1459,6 +1474,30 @@ def _write_atomic(table: pa.Table, path: Path) -> None:
     with open(tmp, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+#: The most evaluation times one range query may ask for (a day at 10 ms).
+MAX_QUERY_STEPS = 10_000_000
+
+
+def _check_range(start_ms: Any, end_ms: Any, step_ms: Any) -> None:
+    """Refuse range arguments a query cannot evaluate, naming them."""
+    for name, value in (("start_ms", start_ms), ("end_ms", end_ms), ("step_ms", step_ms)):
+        whole = isinstance(value, (int, np.integer)) or (
+            isinstance(value, (float, np.floating)) and float(value).is_integer()
+        )
+        if isinstance(value, bool) or not whole:
+            raise ValueError(f"{name} must be an integer of milliseconds, got {value!r}")
+    if step_ms < 1:
+        raise ValueError(f"step_ms must be at least 1, got {step_ms}")
+    if end_ms < start_ms:
+        raise ValueError(f"end_ms {end_ms} is before start_ms {start_ms}")
+    steps = (int(end_ms) - int(start_ms)) // int(step_ms) + 1
+    if steps > MAX_QUERY_STEPS:
+        raise ValueError(
+            f"the range {start_ms}..{end_ms} at step_ms {step_ms} holds {steps:,} "
+            f"evaluation times, more than {MAX_QUERY_STEPS:,}; use a coarser step"
+        )
 
 
 def _ring_parts(table: pa.Table, half: int) -> list[pa.Table]:
