@@ -174,9 +174,10 @@ def test_bad_arguments_are_one_line_and_exit_2(capsys, argv, err):
 def test_eval_nab_refuses_an_unknown_detector_as_detect_does(capsys):
     from obscore.detect import registered
 
-    assert main(["eval", "nab", "--detector", "my_zscore", "/nonexistent"]) == 2
+    assert main(["eval", "nab", "--detector", "no_such_detector", "/nonexistent"]) == 2
+    known = ", ".join(registered())
     assert capsys.readouterr().err == (
-        f"obscore eval: no detector named 'my_zscore'; registered: {', '.join(registered())}\n"
+        f"obscore eval: no detector named 'no_such_detector'; registered: {known}\n"
     )
 
 
