@@ -160,3 +160,22 @@ def test_query_refuses_arguments_it_cannot_evaluate(kwargs, message):
     eng = Engine()
     with pytest.raises(ValueError, match=re.escape(message)):
         eng.query("cpu_usage", **kwargs)
+
+
+def test_writes_after_close_are_refused_and_reads_still_work(tmp_path):
+    from obscore.errors import EngineClosedError
+
+    eng = Engine(tmp_path)
+    g = eng.gauge("cpu_usage").labels(host="a", service="web")
+    g.set(1.0, ts_ms=T0)
+    eng.close()
+    message = f"the engine on {tmp_path} is closed; open it again to write to it"
+    with pytest.raises(EngineClosedError, match=re.escape(message)):
+        g.set(2.0, ts_ms=T0 + 10_000)
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"host": "b", "service": "web"})
+    with pytest.raises(EngineClosedError, match=re.escape(message)):
+        eng.ingest(sample_table(np.array([sid], np.uint64), np.array([T0]), np.array([3.0])), index)
+    t = eng.query("cpu_usage", start_ms=T0, end_ms=T0, step_ms=1)
+    assert t["value"].to_pylist() == [1.0]
+    eng.close()  # a second close is harmless

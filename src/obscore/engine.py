@@ -27,7 +27,12 @@ from obscore.catalogue import Catalogue, ChangeEvent, Service, from_config
 from obscore.config import Config, load_config
 from obscore.diagnose import Diagnosis, diagnose
 from obscore.diagnose.patterns import load_patterns
-from obscore.errors import DroppedDataWarning, InvalidSampleError, UnknownMetricError
+from obscore.errors import (
+    DroppedDataWarning,
+    EngineClosedError,
+    InvalidSampleError,
+    UnknownMetricError,
+)
 from obscore.ingest.limits import CardinalityGuard
 from obscore.ingest.sampling import AdaptiveSampler
 from obscore.model import (
@@ -355,6 +360,8 @@ class Engine:
                 self.wal.append_sample(sid, ts, float(value))
                 self._pending.append((sid, ts, float(value)))
         else:
+            if self.data_dir is not None:
+                self._refuse_closed()
             self._pending.append((sid, ts, float(value)))
         if len(self._pending) >= 10_000:
             self.flush()
@@ -561,7 +568,14 @@ class Engine:
         except UnknownMetricError:
             return False
 
+    def _refuse_closed(self) -> None:
+        raise EngineClosedError(
+            f"the engine on {self.data_dir} is closed; open it again to write to it"
+        )
+
     def _store(self, table: pa.Table, logged: bool = False) -> IngestResult:
+        if self.blocks is not None and self.wal is None and table.num_rows:
+            self._refuse_closed()
         logged_at = None
         if self.wal is not None and not logged:
             logged_at = self.wal.append_samples(

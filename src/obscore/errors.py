@@ -35,6 +35,10 @@ class UnknownMetricError(ObscoreError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class EngineClosedError(ObscoreError, RuntimeError):
+    """A write to an engine whose data directory was closed."""
+
+
 class UnsupportedQueryError(ObscoreError, ValueError):
     """A query uses a construct obscore does not evaluate; the message names it."""
 
