@@ -981,18 +981,7 @@ class _Parser:
         role = s.allowed.get(name)
         if role is None:
             # A sample outside the open family starts an untyped one.
-            if s.fam_name is not None:
-                self.close(
-                    s.fam_name,
-                    s.fam_type,
-                    s.fam_help,
-                    s.fam_unit,
-                    s.fam_line,
-                    s.fam_start,
-                )
-            s.fam_name, s.fam_line, s.fam_start = name, lineno, len(values)
-            s.fam_type = s.fam_help = s.fam_unit = None
-            s.allowed, s.nonneg, s.notnan = {name: ""}, _EMPTY, _EMPTY
+            self._open_family(s, name, lineno)
             role = ""
         if role in s.nonneg and value < 0:
             raise _Bad(
@@ -1026,24 +1015,21 @@ class _Parser:
         c.keys.append(key)
         return False
 
+    def _open_family(self, s: ExpoScan, name: str, lineno: int) -> None:
+        """Close the open family, if any, and open an untyped one named ``name``."""
+        if s.fam_name is not None:
+            self.close(s.fam_name, s.fam_type, s.fam_help, s.fam_unit, s.fam_line, s.fam_start)
+        s.fam_name, s.fam_line, s.fam_start = name, lineno, len(self.columns.values)
+        s.fam_type = s.fam_help = s.fam_unit = None
+        s.allowed, s.nonneg, s.notnan = {name: ""}, _EMPTY, _EMPTY
+
     def _meta(
         self, s: ExpoScan, keyword: str, meta_name: str, meta_text: str, lineno: int
     ) -> None:
         """Read a HELP, TYPE or UNIT line into the open family (or a new one)."""
         values = self.columns.values
         if meta_name != s.fam_name:
-            if s.fam_name is not None:
-                self.close(
-                    s.fam_name,
-                    s.fam_type,
-                    s.fam_help,
-                    s.fam_unit,
-                    s.fam_line,
-                    s.fam_start,
-                )
-            s.fam_name, s.fam_line, s.fam_start = meta_name, lineno, len(values)
-            s.fam_type = s.fam_help = s.fam_unit = None
-            s.allowed, s.nonneg, s.notnan = {meta_name: ""}, _EMPTY, _EMPTY
+            self._open_family(s, meta_name, lineno)
         elif s.fam_start != len(values) and (self.om or keyword == "TYPE"):
             raise _Bad(
                 f"'# {keyword}' for {meta_name!r} after its samples; "
