@@ -19,6 +19,31 @@ from obscore.detect.base import register, split_series, z_to_score
 _IQR_TO_STD = 1.349
 
 
+def _robust_z(
+    values: np.ndarray,
+    med: np.ndarray,
+    iqr: np.ndarray,
+    rel_floor: float | np.ndarray,
+    count_window_s: float | np.ndarray | None,
+) -> np.ndarray:
+    """``(values - med) / scale`` with the detector's scale floors; 0 where ``med`` is NaN.
+
+    The scale is the IQR as a standard deviation, at least ``rel_floor`` of
+    ``|med|``, and with ``count_window_s`` at least the Poisson spread of a
+    rate counted over that window; never below 1e-12.  ``rel_floor`` and
+    ``count_window_s`` may be arrays, one value per row (0: no window).
+    """
+    scale = np.maximum(iqr / _IQR_TO_STD, rel_floor * np.abs(med))
+    cw = np.asarray(0.0 if count_window_s is None else count_window_s, dtype=float)
+    if (cw > 0).any():  # per value when arrays: 0 means no count window
+        w = np.where(cw > 0, cw, 1.0)
+        counted = np.maximum(scale, np.sqrt(np.maximum(np.abs(med), 1.0 / w) / w))
+        scale = np.where(cw > 0, counted, scale)
+    scale = np.maximum(scale, 1e-12)
+    z = (values - med) / scale
+    return np.where(np.isnan(med), 0.0, z)
+
+
 @register("robust_zscore")
 class RobustZScoreDetector:
     """Scores by ``(x - median) / max(IQR / 1.349, rel_floor * |median|)``.
@@ -112,13 +137,7 @@ class RobustZScoreDetector:
             med = np.full(len(ts), np.nan)
             iqr = np.full(len(ts), np.nan)
             med[ok], iqr[ok] = med_at[j[ok]], iqr_at[j[ok]]
-        scale = np.maximum(iqr / _IQR_TO_STD, self.rel_floor * np.abs(med))
-        if self.count_window_s:
-            w = float(self.count_window_s)
-            scale = np.maximum(scale, np.sqrt(np.maximum(np.abs(med), 1.0 / w) / w))
-        scale = np.maximum(scale, 1e-12)
-        z = (values - med) / scale
-        return np.where(np.isnan(med), 0.0, z)
+        return _robust_z(values, med, iqr, self.rel_floor, self.count_window_s)
 
     def update(self, batch: Any) -> None:
         self.zscores(batch)

@@ -10,7 +10,7 @@ import numpy as np
 
 from obscore.detect.base import DEFAULT_DETECTOR, Detector, create
 from obscore.detect.ensemble import ZScoreEnsembleDetector
-from obscore.detect.robust import _IQR_TO_STD
+from obscore.detect.robust import _robust_z
 from obscore.errors import ObscoreWarning
 from obscore.model import sample_table
 
@@ -212,15 +212,7 @@ def _robust_new(
         med[ok] = _median(window[ok], count[ok])
         q25[ok] = _quantile(window[ok], count[ok], 0.25)
         q75[ok] = _quantile(window[ok], count[ok], 0.75)
-    iqr = q75 - q25
-    values = all_v[new]
-    scale = np.maximum(iqr / _IQR_TO_STD, robust.rel_floor * np.abs(med))
-    if robust.count_window_s:
-        w = float(robust.count_window_s)
-        scale = np.maximum(scale, np.sqrt(np.maximum(np.abs(med), 1.0 / w) / w))
-    scale = np.maximum(scale, 1e-12)
-    z = (values - med) / scale
-    return np.where(np.isnan(med), 0.0, z)
+    return _robust_z(all_v[new], med, q75 - q25, robust.rel_floor, robust.count_window_s)
 
 
 def _median(window: np.ndarray, count: np.ndarray) -> np.ndarray:
@@ -393,16 +385,9 @@ class _Batch:
                 med[ok] = _median(window_v[ok], count[ok])
                 q25[ok] = _quantile(window_v[ok], count[ok], 0.25)
                 q75[ok] = _quantile(window_v[ok], count[ok], 0.75)
-        iqr = q75 - q25
         rel_floor = np.array([r.rel_floor for r in robust])[s]
-        scale = np.maximum(iqr / _IQR_TO_STD, rel_floor * np.abs(med))
         cw = np.array([float(r.count_window_s or 0.0) for r in robust])[s]
-        if (cw > 0).any():
-            w = np.where(cw > 0, cw, 1.0)
-            counted = np.maximum(scale, np.sqrt(np.maximum(np.abs(med), 1.0 / w) / w))
-            scale = np.where(cw > 0, counted, scale)
-        scale = np.maximum(scale, 1e-12)
-        zr = np.where(np.isnan(med), 0.0, (seg.v[g] - med) / scale)
+        zr = _robust_z(seg.v[g], med, q75 - q25, rel_floor, cw)
 
         for r, kept in zip(robust, seg.tails(window + lag, "right")):
             r._tails[0] = kept
