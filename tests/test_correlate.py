@@ -318,6 +318,7 @@ class _Anomaly(NamedTuple):
     service: str | None
     region: str | None
     peak_z: float
+    context: dict | None = None  # the pipeline's context; "group" is the metric group
 
 
 def _an(metric, service, start, region="eu", minutes=20, z=20.0):
@@ -379,12 +380,32 @@ def test_group_does_not_join_neighbours_in_different_regions():
     assert len(names) == 2
 
 
-def test_group_joins_one_service_hit_in_every_region_at_once_only():
+def test_group_joins_one_service_hit_in_every_region_at_once():
     at_once = [_an("errors", "auth", 0, r) for r in ("eu", "us", "ap")]
-    later = _an("errors", "auth", 5 * M, "sa")
-    names, groups = _groups([*at_once, later])
-    assert len(names) == 2 and len(names[0]) == 3
+    names, groups = _groups(at_once)
+    assert len(names) == 1
     assert "same service 'auth' moved in region" in groups[0].reasons[1]
+
+
+def test_group_joins_the_same_metric_later_in_another_region_only_while_it_lasts():
+    # a leak or a rolling deploy reaches the regions minutes apart: while auth's
+    # errors are still up in eu and us, the same errors in ap are the same problem
+    first = [_an("errors", "auth", 0, r, minutes=10) for r in ("eu", "us")]
+    later = _an("errors", "auth", 5 * M, "ap")
+    names, groups = _groups([*first, later])
+    assert len(names) == 1
+    assert (
+        "the same metric at 'auth', where the incident opened, was still anomalous "
+        "in region" in groups[0].reasons[2]
+    )
+    # once they have ended, the same errors elsewhere are a problem of their own
+    after = _an("errors", "auth", 12 * M, "ap")
+    names, _ = _groups([*first, after])
+    assert len(names) == 2
+    # and another metric there is not the same signal moving
+    other = _an("memory", "auth", 5 * M, "ap")
+    names, _ = _groups([*first, other])
+    assert len(names) == 2
 
 
 def test_group_prefers_a_prompt_link_to_a_later_onset_at_the_same_place():
@@ -459,8 +480,9 @@ def test_group_new_cause_on_an_affected_service_opens_its_own_incident():
 
 
 def test_group_late_onset_next_to_a_suffering_service_does_not_join():
-    # auth only suffers from db's incident; a new onset at its caller gateway, long
-    # after db's onset, is not taken as a late symptom of it
+    # auth only suffers from db's incident; a loud new onset at its caller gateway
+    # (z 20, as loud as db's own), long after db's onset, is not taken as a late
+    # symptom of it
     first = [_an("latency", "db", 0, minutes=40), _an("latency", "auth", 10 * S, minutes=40)]
     names, _ = _groups([*first, _an("errors", "gateway", 8 * M)])
     assert len(names) == 2
@@ -480,6 +502,72 @@ def test_group_late_symptom_at_a_dependency_must_be_of_a_kind_seen_where_it_open
     # too weak to link to, it may still join as a symptom
     names, _ = _groups([slow_db, _an("memory", "feed", 8 * M, z=6.0)])
     assert len(names) == 1
+
+
+def _app(metric, service, start, z=10.0, group="application", minutes=5):
+    """An anomaly with the metric group of its context, as the pipeline gives."""
+    return _an(metric, service, start, minutes=minutes, z=z)._replace(
+        context={"group": group}
+    )
+
+
+def test_group_slowness_two_calls_up_joins_while_the_origin_is_anomalous():
+    slow_db = _app("latency", "db", 0, z=50.0, minutes=30)
+    # gateway calls auth, which calls db: db's slowness reaches it minutes later
+    names, groups = _groups([slow_db, _app("latency", "gateway", 8 * M)])
+    assert len(names) == 1
+    assert "'gateway' is two calls from 'db', where the incident opened" in (
+        groups[0].reasons[1]
+    )
+    # its own CPU is not what travels two edges; too loud a move is its own problem
+    # unless it came with the onset itself
+    for late, apart in (
+        (_app("cpu", "gateway", 8 * M, group="system"), True),
+        (_app("cpu", "gateway", 8 * M, z=6.0, group="system"), False),
+        (_app("latency", "gateway", 8 * M, z=40.0), True),
+        (_app("latency", "gateway", 90 * S, z=40.0), False),
+        (_app("latency", "gateway", 31 * M), True),  # db's anomaly is over
+    ):
+        names, _ = _groups([slow_db, late])
+        assert (len(names) == 2) is apart, late
+
+
+def test_group_services_sharing_a_neighbour_are_not_two_calls_apart():
+    # auth and feed are both called by gateway and both call db: neither's errors
+    # travel to the other
+    names, _ = _groups([_app("errors", "auth", 0, minutes=30), _app("errors", "feed", 8 * M)])
+    assert len(names) == 2
+
+
+def test_group_a_faint_signal_turning_loud_is_a_new_onset():
+    faint = _an("timeouts", "db", 0, minutes=2, z=5.0)
+    # the same signal firing again soon after at a similar strength comes back ...
+    names, groups = _groups([faint, _an("timeouts", "db", 4 * M, z=9.0)])
+    assert len(names) == 1
+    assert "the same signal fired again" in groups[0].reasons[1]
+    # ... but 1,000 times louder it is a new problem starting
+    names, _ = _groups([faint, _an("timeouts", "db", 4 * M, z=5_000.0)])
+    assert len(names) == 2
+
+
+def test_group_a_new_wave_where_the_incident_already_is_joins_it():
+    # db slows and its callers slow with it; eight minutes in, timeouts start at the
+    # same services: more of the same incident, not a new one
+    metrics = ("latency", "errors", "queue")
+    services = ("db", "auth", "feed", "gateway")
+    first = [_an(m, svc, k * S, minutes=30) for k, svc in enumerate(services) for m in metrics]
+    wave = [_an("timeouts", svc, 8 * M + k * S) for k, svc in enumerate(services)]
+    wave += [_an("retries", svc, 8 * M + 10 * S + k * S) for k, svc in enumerate(services[:2])]
+    names, groups = _groups([*first, *wave])
+    assert len(names) == 1 and len(wave) > 5
+    # the same wave reaching a region the incident never touched is a burst of
+    # new onsets there: it stays apart, and so does one larger than half the
+    # incident
+    there = _an("timeouts", "db", 8 * M + 20 * S, region="us")
+    names, _ = _groups([*first, *wave, there])
+    assert len(names) == 2 and len(names[1]) == len(wave) + 1
+    names, _ = _groups([*first[::3], *wave])
+    assert len(names) == 2
 
 
 def test_group_late_cluster_joins_by_its_onset_with_what_came_with_it():

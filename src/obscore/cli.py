@@ -93,7 +93,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         detected += 1
         print(f"  detected as incident {inc.id} ({len(inc.anomalies)} anomalies, first {inc.first.signal} at {_when(inc.first.start_ms)})")
         for r, c in enumerate(diag.candidates[:3], 1):
-            mark = "  <- true cause" if c.service == truth.service else ""
+            if c.service == truth.service and c.metric == truth.metric:
+                mark = "  <- true cause"
+            elif c.service == truth.service:
+                mark = "  (true cause service)"
+            else:
+                mark = ""
             print(f"  {r}. {c.service} / {c.metric}  confidence {c.confidence:.2f}{mark}")
         if diag.top is not None and diag.top.service == truth.service:
             first += 1

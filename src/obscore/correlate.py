@@ -607,6 +607,11 @@ def _fill_lag(
 
 # --- grouping: anomalies into incidents by onset, place and dependency ---
 
+# A signal that fired faintly and fires again this many times louder has a new
+# onset, not the same one coming back (a database's timeouts at z 5, then 11,000
+# when it slows down).
+_NEW_ONSET_RATIO = 100.0
+
 
 
 class _Located(Protocol):
@@ -706,6 +711,8 @@ def group_anomalies(
     max_symptoms: int = 5,
     max_places: int = 3,
     min_link_z: float = 8.0,
+    max_far_z: float = 20.0,
+    grace_ms: int = 30_000,
 ) -> list[AnomalyGroup]:
     """Group anomalies that are one problem, and say why each one joined.
 
@@ -734,23 +741,51 @@ def group_anomalies(
        at no more than ``max_places`` places) joins an incident still open
        (its last member ended at most ``quiet_ms`` before) when its first
        anomaly, its onset, is tied to it (the others came with it by their
-       links of step 1): the same signal firing again within
-       ``refire_ms`` of its last end; an anomaly at the service the incident
-       opened at, or at a direct dependency of it, in a region where a member
-       there is still anomalous (a memory leak's CPU and latency half way
-       through); a business signal in a region where a member is anomalous.
-       At a dependency, the symptom must be of a kind (the metric group of
-       its context: system, application, business) that a member at the
-       opening service shows: slowness and errors travel along a call edge
-       as slowness and errors, while a neighbour's own memory or CPU moving
-       minutes later is a problem of its own (anomalies too weak to link to,
-       see ``min_link_z``, are spared this test).
+       links of step 1).  "Still anomalous" below allows ``grace_ms`` after
+       the end, for the step of the grid between one anomaly ending and the
+       next one starting.  The ties, strongest first:
+
+       - the same signal firing again within ``refire_ms`` of its last end,
+         unless it fired faintly then and a hundred times louder now (a new
+         onset, such as a database's timeouts at z 5, then at z 11,000 when
+         it slows down);
+       - an anomaly at the place the incident opened at, still anomalous
+         there (a memory leak's CPU and latency half way through);
+       - the same metric at the service the incident opened at, still
+         anomalous in another region (a leak or a rolling deploy reaching the
+         regions minutes apart); only for an anomaly strong enough to link to;
+       - an anomaly at a direct dependency of the service the incident opened
+         at, still anomalous in that region.  The symptom must be of a kind
+         (the metric group of its context: system, application, business)
+         that a member at the opening service shows there: slowness and
+         errors travel along a call edge as slowness and errors, while a
+         neighbour's own memory or CPU moving minutes later is a problem of
+         its own;
+       - slowness or errors (the application group) two calls from the
+         opening service in one direction (its callers' callers, where
+         slowness travels, or its callees' callees, where a surge of traffic
+         does; services that merely share a caller or a callee are not on
+         one path), while it is still
+         anomalous in that region, at a peak ``|z|`` under ``max_far_z``
+         unless the anomaly came within ``onset_ms`` of the incident's onset:
+         an effect two edges away is weaker than its cause, and a loud move
+         there minutes later is a problem of its own;
+       - a business signal in a region where a member is anomalous.
+
+       The kind and the two-call tests spare anomalies too weak to link to
+       (see ``min_link_z``), which rarely carry a problem of their own.
        These links are weak: the cluster joins, but nothing later can join
-       through its members, so two problems are never chained through a
-       shared region or a long-running symptom.  Symptoms at services that
-       merely suffer from the incident do not pull in new onsets, so a new
-       cause on a service that already suffers from another incident stays
-       apart; so does any larger cluster of new onsets.
+       through its members (except those at the service the incident opened
+       at, which are the incident's cause as much as its first anomaly), so
+       two problems are never chained through a shared region or a
+       long-running symptom.  Symptoms at services that merely suffer from
+       the incident do not pull in new onsets, so a new cause on a service
+       that already suffers from another incident stays apart; so does a
+       larger cluster of new onsets, unless it is a new wave where the
+       incident already is: every place of the cluster has a member of the
+       incident, and the cluster holds at most half as many anomalies as
+       the incident (the timeouts that follow a surge of traffic minutes
+       later, at the services the surge already loads).
 
     Anything else opens an incident of its own: unrelated anomalies at the
     same time stay apart, and so does a lone noise anomaly.
@@ -780,6 +815,12 @@ def group_anomalies(
         in places.
     min_link_z : float
         The peak ``|z|`` an anomaly needs for others to link to it.
+    max_far_z : float
+        The peak ``|z|`` from which an anomaly two calls from the opening
+        service, minutes after the onset, counts as a problem of its own.
+    grace_ms : int
+        How long after its end a member still counts as anomalous for the
+        late-symptom ties.
 
     Returns
     -------
@@ -806,10 +847,13 @@ def group_anomalies(
         clusters,
         topology,
         quiet_ms,
+        onset_ms,
         refire_ms,
         max_symptoms,
         max_places,
         min_link_z,
+        max_far_z,
+        grace_ms,
     )
 
 
@@ -911,23 +955,35 @@ def _attach_symptoms(
     clusters: list[AnomalyGroup],
     topology: _Topology | None,
     quiet_ms: int,
+    onset_ms: int,
     refire_ms: int,
     max_symptoms: int,
     max_places: int,
     min_link_z: float,
+    max_far_z: float,
+    grace_ms: int,
 ) -> list[AnomalyGroup]:
     """Step 2 of :func:`group_anomalies`: small clusters join as late symptoms."""
     groups: list[AnomalyGroup] = []
     places: dict[tuple, dict[int, _Seen]] = {}  # linkable members: place -> group
     regions: dict[str | None, dict[int, _Seen]] = {}  # linkable members, by region
-    fired: dict[str, tuple[int, int]] = {}  # signal -> (group, latest end)
+    # linkable members at the service a group opened at: (service, metric) -> group
+    # -> region -> summary, for the same signal moving in another region
+    at_origin: dict[tuple, dict[int, dict[str | None, _Seen]]] = {}
+    fired: dict[str, tuple[int, int, float]] = {}  # signal -> (group, latest end, |z|)
     near_cache: dict[str, dict[str, int]] = {}
+    far_cache: dict[str, tuple[str, ...]] = {}
     origin: list[str | None] = []  # group -> the service it opened at
     kinds: dict[tuple, set[str]] = {}  # (service, region, group) -> signal kinds
+    covered: list[set[tuple]] = []  # group -> the places of all its members
+
+    def active(s: _Seen, ts: int) -> bool:
+        return s.first_ms <= ts <= s.end_ms + grace_ms
 
     def links(b: _Located) -> dict[int, tuple[int, str]]:
         """Open groups ``b`` is a late symptom of: group -> (strength, reason)."""
         out: dict[int, tuple[int, str]] = {}
+        strong = abs(b.peak_z) >= min_link_z
 
         def offer(gid: int, rank: int, why: str) -> None:
             is_open = groups[gid].end_ms + quiet_ms >= b.start_ms
@@ -937,61 +993,131 @@ def _attach_symptoms(
         prev = fired.get(b.signal)
         if prev is not None and 0 <= b.start_ms - prev[1] <= refire_ms:
             gap = (b.start_ms - prev[1]) / 1000
-            offer(prev[0], 4, f"the same signal fired again {gap:.0f} s after it ended")
+            if strong and abs(b.peak_z) > _NEW_ONSET_RATIO * prev[2]:
+                pass  # a faint signal turned into a loud one: a new onset
+            else:
+                offer(prev[0], 4, f"the same signal fired again {gap:.0f} s after it ended")
         for gid, s in places.get(_place(b), {}).items():
-            if s.first_ms <= b.start_ms <= s.end_ms and origin[gid] == b.service:
+            if active(s, b.start_ms) and origin[gid] == b.service:
                 why = f"same place as {s.end_signal}, where the incident opened"
                 offer(gid, 3, f"{why}, still anomalous")
         if b.service is None:
             for gid, s in regions.get(b.region, {}).items():
-                if b.region is not None and s.first_ms <= b.start_ms <= s.end_ms:
+                if b.region is not None and active(s, b.start_ms):
                     why = f"a business signal in region {b.region!r}"
                     offer(gid, 1, f"{why} while {s.end_signal} was anomalous")
             return out
+        if strong:
+            metric = b.signal.split("{", 1)[0]
+            for gid, by_region in at_origin.get((b.service, metric), {}).items():
+                for region, s in by_region.items():
+                    if region != b.region and active(s, b.start_ms):
+                        why = (
+                            f"the same metric at {b.service!r}, where the incident "
+                            f"opened, was still anomalous in region {region!r} "
+                            f"({s.end_signal})"
+                        )
+                        offer(gid, 3, why)
+                        break
         if b.service not in near_cache:
             near_cache[b.service] = _neighbours(topology, b.service, 1)
         for other in near_cache[b.service]:
             for gid, s in places.get((other, b.region), {}).items():
-                if s.first_ms <= b.start_ms <= s.end_ms and origin[gid] == other:
+                if active(s, b.start_ms) and origin[gid] == other:
                     kinds_there = kinds.get((other, b.region, gid), ())
-                    if abs(b.peak_z) >= min_link_z and _kind(b) not in kinds_there:
+                    if strong and _kind(b) not in kinds_there:
                         continue  # not what travels along the edge: its own problem
                     why = (
                         f"{b.service!r} depends on or serves {other!r}, where the "
                         f"incident opened and {s.end_signal} was still anomalous"
                     )
                     offer(gid, 2, why)
+        if b.service not in far_cache:
+            far_cache[b.service] = _two_steps(topology, b.service)
+        for other in far_cache[b.service]:
+            if other in near_cache[b.service]:
+                continue
+            for gid, s in places.get((other, b.region), {}).items():
+                if not (active(s, b.start_ms) and origin[gid] == other):
+                    continue
+                if strong and _kind(b) != "application":
+                    continue  # only slowness and errors travel two edges
+                prompt = b.start_ms - groups[gid].start_ms <= onset_ms
+                if abs(b.peak_z) >= max_far_z and not prompt:
+                    continue  # louder than an effect two edges away: its own problem
+                why = (
+                    f"{b.service!r} is two calls from {other!r}, where the incident "
+                    f"opened and {s.end_signal} was still anomalous"
+                )
+                offer(gid, 1, why)
         return out
+
+    def note(gid: int, b: _Located) -> None:
+        """Make ``b``, a linkable member of group ``gid``, one others can link to."""
+        _note(places, _place(b), gid, b)
+        kinds.setdefault((*_place(b), gid), set()).add(_kind(b))
+        if b.service is not None and b.service == origin[gid]:
+            metric = b.signal.split("{", 1)[0]
+            by_region = at_origin.setdefault((b.service, metric), {}).setdefault(gid, {})
+            seen = by_region.get(b.region)
+            if seen is None:
+                by_region[b.region] = _Seen(b.start_ms, b.signal, b.end_ms, b.signal, b.start_ms)
+            else:
+                seen.add(b)
 
     for c in clusters:
         best: tuple | None = None  # (weakest link, group onset, group, reason)
-        if (
-            len(c.members) <= max_symptoms
-            and len({_place(anomalies[m]) for m in c.members}) <= max_places
-        ):
-            # the first anomaly is the cluster's onset; the others came with it
-            for gid, (rank, why) in links(anomalies[c.members[0]]).items():
-                cand = (rank, groups[gid].start_ms, gid, why)
-                best = max(best or cand, cand)
+        first = anomalies[c.members[0]]  # the cluster's onset; the others came with it
+        c_places = {_place(anomalies[m]) for m in c.members}
+        small = len(c.members) <= max_symptoms and len(c_places) <= max_places
+        for gid, (rank, why) in links(first).items():
+            if not small and not (
+                c_places <= covered[gid]
+                and 2 * len(c.members) <= len(groups[gid].members)
+            ):
+                continue  # a burst of new onsets, not a new wave where it already is
+            cand = (rank, groups[gid].start_ms, gid, why)
+            best = max(best or cand, cand)
         if best is None:
             gid = len(groups)
             groups.append(c)
-            origin.append(anomalies[c.members[0]].service)
+            origin.append(first.service)
+            covered.append(set(c_places))
             for m in c.members:
                 b = anomalies[m]
                 if abs(b.peak_z) >= min_link_z:
-                    _note(places, _place(b), gid, b)
+                    note(gid, b)
                     _note(regions, b.region, gid, b)
-                    kinds.setdefault((*_place(b), gid), set()).add(_kind(b))
         else:
             gid = best[2]
             g = groups[gid]
             g.members.extend(c.members)
-            g.reasons.append(f"{anomalies[c.members[0]].signal} joined: {best[3]}")
+            g.reasons.append(f"{first.signal} joined: {best[3]}")
             g.reasons.extend(c.reasons[1:])
             g.end_ms = max(g.end_ms, c.end_ms)
+            covered[gid] |= c_places
+            for m in c.members:
+                b = anomalies[m]
+                if b.service is not None and b.service == origin[gid]:
+                    if abs(b.peak_z) >= min_link_z:
+                        note(gid, b)  # more of the origin: as good as the first
         for m in c.members:
             b = anomalies[m]
-            last_end = max(b.end_ms, fired.get(b.signal, (0, b.end_ms))[1])
-            fired[b.signal] = (gid, last_end)
+            last_end = max(b.end_ms, fired.get(b.signal, (0, b.end_ms, 0.0))[1])
+            fired[b.signal] = (gid, last_end, abs(b.peak_z))
     return groups
+
+
+def _two_steps(topology: _Topology | None, service: str) -> tuple[str, ...]:
+    """Services two calls from ``service`` in one direction: its callers' callers
+    and its callees' callees (not the services that share a caller or a callee
+    with it, which are two hops apart but not on one path)."""
+    if topology is None:
+        return ()
+    out: dict[str, None] = {}
+    for step in (topology.callers, topology.callees):
+        for mid in step(service):
+            for far in step(mid):
+                if far != service:
+                    out[far] = None
+    return tuple(out)
