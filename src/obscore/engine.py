@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import bisect
 import logging
+import math
 import os
 import re
+import struct
 import threading
 import time
 import warnings
@@ -56,7 +58,7 @@ from obscore.pipeline import (
 )
 from obscore.runner import PipelineRunner, store_reader
 from obscore.store.blocks import BlockStore, CompactResult, TierSettings
-from obscore.store.hot import HotStore, IngestResult
+from obscore.store.hot import STALE_NAN, HotStore, IngestResult
 from obscore.store.query import QueryEngine
 from obscore.store.tiers import RollupTiers
 from obscore.store.wal import WriteAheadLog
@@ -72,6 +74,68 @@ def _fmt_le(bound: float) -> str:
     if bound == float("inf"):
         return "+Inf"
     return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+_STALE_BYTES = struct.pack("<d", STALE_NAN)
+
+
+def _as_value(name: str, labels: Mapping[str, str], value: Any) -> float:
+    """A recorded value as a float; InvalidSampleError when it is no real number.
+
+    Strings are refused even when they spell a number: a value arrives as a
+    number, or it is a bug of the caller.
+    """
+    if not isinstance(value, (str, bytes, bytearray)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise InvalidSampleError(
+        f"metric {name!r} {dict(labels)!r}: value must be a real number, got "
+        f"{value!r} ({type(value).__name__}); nothing was recorded"
+    )
+
+
+def _check_value(
+    spec: MetricSpec, name: str, labels: Mapping[str, str], value: Any
+) -> float:
+    """The value of a sample of ``name`` as a float, or InvalidSampleError.
+
+    NaN is a gauge's value like any other; a counter's or a histogram's
+    series takes no NaN but the staleness marker (``store.hot.STALE_NAN``).
+    """
+    x = _as_value(name, labels, value)
+    if x == x or spec.kind is MetricKind.GAUGE:  # noqa: PLR0124 (NaN)
+        return x
+    if struct.pack("<d", x) == _STALE_BYTES:  # the marker that ends a series
+        return x
+    raise InvalidSampleError(
+        f"metric {name!r} {dict(labels)!r}: a {spec.kind.value} sample must not "
+        f"be NaN (only gauges take NaN); nothing was recorded"
+    )
+
+
+def _check_labels(spec: MetricSpec, name: str, labels: Mapping[str, str]) -> None:
+    """Refuse label names that the config does not declare for the metric.
+
+    Any subset of the declared names is fine (a label left out has no value);
+    a metric declared without ``labels`` takes any names; a histogram's
+    ``_bucket`` series take ``le`` too.
+    """
+    declared = spec.labels
+    if not declared:
+        return
+    extra = sorted(k for k in labels if k not in declared)
+    if extra and spec.is_histogram and name == f"{spec.name}_bucket":
+        extra = [k for k in extra if k != "le"]
+    if extra:
+        names = ", ".join(repr(k) for k in extra)
+        raise InvalidSampleError(
+            f"metric {name!r} {dict(labels)!r}: label{'s' if len(extra) > 1 else ''} "
+            f"{names} {'are' if len(extra) > 1 else 'is'} not declared (declared: "
+            f"{list(declared)!r}); nothing was recorded; fix the name or declare it "
+            f"in the config"
+        )
 
 
 class _Child:
@@ -98,36 +162,91 @@ class _Child:
             self._flushed_count = 0.0
 
     def inc(self, amount: float = 1.0, ts_ms: int | None = None) -> None:
+        """Add ``amount`` to a counter and record its new value.
+
+        Raises
+        ------
+        TypeError
+            When the metric is not a counter.
+        InvalidSampleError
+            When ``amount`` is no real number, or is negative, NaN or
+            infinite (an infinite increment would leave the counter infinite
+            for good).  The counter is unchanged.
+        """
         if self.spec.kind is not MetricKind.COUNTER:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; inc() is for counters")
-        if not amount >= 0:
+        if amount.__class__ is not float:
+            amount = _as_value(self.spec.name, self.labels_set, amount)
+        if not 0.0 <= amount < math.inf:
             raise InvalidSampleError(
                 f"metric {self.spec.name!r} {dict(self.labels_set)!r}: counter increment "
-                f"must be non-negative, got {amount!r}"
+                f"must be finite and non-negative, got {amount!r}; nothing was recorded"
             )
         self.value += amount
-        self._engine.record(self.spec.name, self.labels_set, self.value, ts_ms)
+        self._engine._record(self.spec.name, self.labels_set, self.value, ts_ms)
 
     def set(self, value: float, ts_ms: int | None = None) -> None:
+        """Record a gauge's value; NaN and +-Inf are values like any other.
+
+        Raises
+        ------
+        TypeError
+            When the metric is not a gauge.
+        InvalidSampleError
+            When ``value`` is no real number (a string is refused even when
+            it spells one).  Nothing is recorded.
+        """
         if self.spec.kind is not MetricKind.GAUGE:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; set() is for gauges")
-        self.value = float(value)
-        self._engine.record(self.spec.name, self.labels_set, self.value, ts_ms)
+        if value.__class__ is not float:
+            value = _as_value(self.spec.name, self.labels_set, value)
+        self.value = value
+        self._engine._record(self.spec.name, self.labels_set, value, ts_ms)
 
     def observe(self, value: float, ts_ms: int | None = None) -> None:
+        """Observe one value of a histogram.
+
+        Without ``ts_ms`` the value goes through the series' sampler and is
+        written at the next flush; with it, the buckets are written at once.
+        A value goes to the first bucket whose bound is >= it; +Inf to the
+        last bucket and -Inf to the first (both also reach the sum).
+
+        Raises
+        ------
+        TypeError
+            When the metric is not a histogram.
+        InvalidSampleError
+            When ``value`` is no real number, or is NaN (a NaN has no bucket
+            and would make the sum NaN for good).  The histogram is unchanged.
+        """
         # The live path first and with as few lookups as can be: only
-        # histogram children have a sampler.
+        # histogram children have a sampler, and a float equal to itself
+        # (not NaN) needs no other check.
         sampled = self.sampled
         if sampled is not None and ts_ms is None:
+            # NaN is the one float that differs from itself
+            if value.__class__ is not float or value != value:  # noqa: PLR0124
+                value = self._observation(value)
             sampled.observe(value)
             return
         if not self.spec.is_histogram:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; observe() is for histograms")
+        value = self._observation(value)
         i = bisect.bisect_left(self.spec.bounds, value)
         self.bucket_counts[i] += 1
         self.sum += value
         self.count += 1
         self._write(_now_ms() if ts_ms is None else int(ts_ms))
+
+    def _observation(self, value: Any) -> float:
+        """An observation as a float; InvalidSampleError for NaN and non-numbers."""
+        x = _as_value(self.spec.name, self.labels_set, value)
+        if x != x:
+            raise InvalidSampleError(
+                f"metric {self.spec.name!r} {dict(self.labels_set)!r}: a histogram "
+                f"observation must not be NaN; nothing was recorded"
+            )
+        return x
 
     def _write(self, ts: int) -> None:
         """Record the cumulative buckets, sum and count: exact plus sampled estimates."""
@@ -140,9 +259,10 @@ class _Child:
         cum = 0.0
         for bound, n in zip((*self.spec.bounds, float("inf")), counts):
             cum += n
-            self._engine.record(f"{name}_bucket", self.labels_set.with_(le=_fmt_le(bound)), cum, ts)
-        self._engine.record(f"{name}_sum", self.labels_set, total, ts)
-        self._engine.record(f"{name}_count", self.labels_set, count, ts)
+            bucket = self.labels_set.with_(le=_fmt_le(bound))
+            self._engine._record(f"{name}_bucket", bucket, cum, ts)
+        self._engine._record(f"{name}_sum", self.labels_set, total, ts)
+        self._engine._record(f"{name}_count", self.labels_set, count, ts)
 
     def _flush_sampled(self, ts: int) -> None:
         if self.sampled is not None and self.sampled.count != self._flushed_count:
@@ -164,11 +284,19 @@ class MetricHandle:
         A label set whose series would pass a series limit gets a child that
         is not kept: what it records is dropped and counted by the engine,
         and nothing is held for it (see :meth:`Engine.record`).
+
+        Raises
+        ------
+        InvalidSampleError
+            When a label name is not among those the config declares for
+            the metric (any subset of them is fine; a metric declared
+            without ``labels`` takes any).  No series is created.
         """
         key = LabelSet(labels)
         child = self._children.get(key)
         if child is not None:
             return child
+        _check_labels(self.spec, self.spec.name, key)
         if not self._engine._claim(self.spec, key):
             return _Child(self._engine, self.spec, key, admitted=False)
         child = self._children[key] = _Child(self._engine, self.spec, key)
@@ -339,17 +467,69 @@ class Engine:
     ) -> None:
         """Record one sample; it is in the hot tier at the next flush (or query).
 
+        Parameters
+        ----------
+        name : str
+            A declared metric, or a histogram's ``_bucket``, ``_sum`` or
+            ``_count`` series.
+        labels : mapping of str to str
+            The label set.  Its names must be among those the config
+            declares for the metric (any subset of them; ``le`` too for a
+            ``_bucket`` series); a metric declared without ``labels`` takes
+            any names.
+        value : float
+            A real number (int, float, NumPy scalar; a string is refused
+            even when it spells one).  NaN and +-Inf are a gauge's values
+            like any other.  A counter's or histogram's sample must not be
+            NaN, except the staleness marker ``store.hot.STALE_NAN``.
+        ts_ms : int, optional
+            Milliseconds since the epoch; now by default.
+
+        Raises
+        ------
+        UnknownMetricError
+            When the config does not declare the metric.
+        InvalidSampleError
+            When the value or a label name is refused as above.  The message
+            names the metric, the label set and what was wrong; nothing is
+            recorded, and the samples recorded before are kept.
+
+        Notes
+        -----
         With a data directory the sample is written to the write-ahead log
         before this returns, so it survives a crash of the process; it is
         fsynced (survives a power loss) when :meth:`flush` returns, which a
         query and every 10,000th recorded sample do too.
 
+        The label names are checked when the call would create a series: a
+        series the engine already holds (ingested from a scrape or a file,
+        whose labels no config lists) takes samples as it is.
+
         A sample of a new series that would pass a series limit is dropped,
         counted and warned about once per metric (see ``guard``).
         """
-        self.spec(name)
+        spec = self.spec(name)
+        if value.__class__ is not float or value != value:  # noqa: PLR0124 (NaN)
+            value = _check_value(spec, name, labels, value)
+        self._record(name, labels, value, ts_ms, spec)
+
+    def _record(
+        self,
+        name: str,
+        labels: Mapping[str, str],
+        value: float,
+        ts_ms: int | None = None,
+        spec: MetricSpec | None = None,
+    ) -> None:
+        """:meth:`record` of a checked float value.
+
+        ``spec`` is what a new series' label names are checked against; None
+        when the caller (a metric handle's child) checked them already.
+        """
         sid = series_id(name, labels)
         if sid not in self.index:
+            if spec is not None:
+                _check_labels(spec, name, labels)
             with self._lock:
                 if not self.guard.admit(name, labels):
                     return
@@ -357,12 +537,12 @@ class Engine:
         ts = _now_ms() if ts_ms is None else int(ts_ms)
         if self.wal is not None:
             with self._lock:
-                self.wal.append_sample(sid, ts, float(value))
-                self._pending.append((sid, ts, float(value)))
+                self.wal.append_sample(sid, ts, value)
+                self._pending.append((sid, ts, value))
         else:
             if self.data_dir is not None:
                 self._refuse_closed()
-            self._pending.append((sid, ts, float(value)))
+            self._pending.append((sid, ts, value))
         if len(self._pending) >= 10_000:
             self.flush()
 
