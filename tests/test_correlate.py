@@ -532,6 +532,60 @@ def test_group_slowness_two_calls_up_joins_while_the_origin_is_anomalous():
         assert (len(names) == 2) is apart, late
 
 
+def test_group_load_travels_down_a_call_edge_only_as_what_the_caller_shows():
+    # auth runs hot and slow; db, which auth calls, shows more CPU minutes later:
+    # the load auth sends down the edge
+    hot_auth = [
+        _app("cpu", "auth", 0, z=30.0, group="system", minutes=30),
+        _app("latency", "auth", 10 * S, z=30.0, minutes=30),
+    ]
+    names, groups = _groups([*hot_auth, _app("cpu", "db", 8 * M, group="system")])
+    assert len(names) == 1
+    assert "'db' depends on or serves 'auth'" in groups[0].reasons[-1]
+    # db's memory climbing is of the same group (system) but not something auth
+    # shows: a leak of db's own
+    names, _ = _groups([*hot_auth, _app("memory", "db", 8 * M, group="system")])
+    assert len(names) == 2
+    # up the edge travels the same signal: gateway, which calls auth, slows too,
+    # but its memory is its own
+    names, _ = _groups([*hot_auth, _app("latency", "gateway", 8 * M)])
+    assert len(names) == 1
+    names, _ = _groups([*hot_auth, _app("memory", "gateway", 8 * M, group="system")])
+    assert len(names) == 2
+
+
+def _errors(kind, service, start, z=20.0):
+    signal = f'errors{{kind="{kind}",region="eu",service="{service}"}}'
+    return _Anomaly(signal, start, start + 20 * M, service, "eu", z, {"group": "application"})
+
+
+def test_group_a_caller_joins_a_callee_incident_by_the_same_signal_only():
+    db_timeouts = _errors("timeout", "db", 0)
+    # auth calls db: its timeouts minutes later are db's ...
+    names, groups = _groups([db_timeouts, _errors("timeout", "auth", 8 * M)])
+    assert len(names) == 1
+    assert "'auth' depends on or serves 'db'" in groups[0].reasons[1]
+    # ... its 5xx errors are not (a bad deploy of auth's own), unless too weak to
+    # link to
+    names, _ = _groups([db_timeouts, _errors("5xx", "auth", 8 * M)])
+    assert len(names) == 2
+    names, _ = _groups([db_timeouts, _errors("5xx", "auth", 8 * M, z=6.0)])
+    assert len(names) == 1
+
+
+def test_group_a_symptom_far_louder_than_its_cause_is_its_own_problem():
+    slow_db = _an("latency", "db", 0, minutes=30, z=20.0)
+    for late, apart in (
+        (_an("latency", "feed", 8 * M, z=150.0), False),
+        (_an("latency", "feed", 8 * M, z=300.0), True),  # over 10 times db's z 20
+        (_an("latency", "feed", 30 * S, z=300.0), False),  # with the onset itself
+    ):
+        names, _ = _groups([slow_db, late])
+        assert (len(names) == 2) is apart, late
+    names, _ = _groups([slow_db, _an("latency", "feed", 8 * M, z=300.0)], loud_ratio=20.0)
+    assert len(names) == 1
+
+
 def test_group_services_sharing_a_neighbour_are_not_two_calls_apart():
     # auth and feed are both called by gateway and both call db: neither's errors
     # travel to the other

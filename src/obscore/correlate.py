@@ -20,6 +20,7 @@ each one joined.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -713,6 +714,7 @@ def group_anomalies(
     min_link_z: float = 8.0,
     max_far_z: float = 20.0,
     grace_ms: int = 30_000,
+    loud_ratio: float = 10.0,
 ) -> list[AnomalyGroup]:
     """Group anomalies that are one problem, and say why each one joined.
 
@@ -755,12 +757,21 @@ def group_anomalies(
          anomalous in another region (a leak or a rolling deploy reaching the
          regions minutes apart); only for an anomaly strong enough to link to;
        - an anomaly at a direct dependency of the service the incident opened
-         at, still anomalous in that region.  The symptom must be of a kind
-         (the metric group of its context: system, application, business)
-         that a member at the opening service shows there: slowness and
-         errors travel along a call edge as slowness and errors, while a
-         neighbour's own memory or CPU moving minutes later is a problem of
-         its own;
+         at, still anomalous in that region, of a signal that travels along
+         the edge.  Up the edge (a caller of the opening service) a callee's
+         trouble arrives as the same signal: the symptom's metric and labels,
+         apart from those of place (service, region, host, instance), must be
+         those of a member at the opening service there (a database's
+         timeouts reach its callers as timeouts; a caller's 5xx errors after
+         a deploy of its own, or its memory, do not come from the database).
+         Down the edge (a service the opening service calls, and which does
+         not call it back) travels load, which shows in any signal of a
+         metric that a member at the opening service shows (a caller's surge
+         of traffic as its database's CPU and errors, not as the database's
+         memory).  And a symptom more than ``loud_ratio`` times louder (peak
+         ``|z|``) than anything at the opening service, minutes after the
+         onset (more than ``onset_ms``), is a problem of its own: an effect
+         one edge away is not ten times stronger than its cause;
        - slowness or errors (the application group) two calls from the
          opening service in one direction (its callers' callers, where
          slowness travels, or its callees' callees, where a surge of traffic
@@ -772,8 +783,9 @@ def group_anomalies(
          there minutes later is a problem of its own;
        - a business signal in a region where a member is anomalous.
 
-       The kind and the two-call tests spare anomalies too weak to link to
-       (see ``min_link_z``), which rarely carry a problem of their own.
+       The signal tests of the two dependency ties spare anomalies too weak
+       to link to (see ``min_link_z``), which rarely carry a problem of
+       their own.
        These links are weak: the cluster joins, but nothing later can join
        through its members (except those at the service the incident opened
        at, which are the incident's cause as much as its first anomaly), so
@@ -821,6 +833,9 @@ def group_anomalies(
     grace_ms : int
         How long after its end a member still counts as anomalous for the
         late-symptom ties.
+    loud_ratio : float
+        How many times louder than the loudest member at the opening service
+        a late symptom at a direct dependency may be.
 
     Returns
     -------
@@ -854,6 +869,7 @@ def group_anomalies(
         min_link_z,
         max_far_z,
         grace_ms,
+        loud_ratio,
     )
 
 
@@ -863,7 +879,23 @@ def _kind(a: _Located) -> str:
     group = (getattr(a, "context", None) or {}).get("group")
     if group and group != "unknown":
         return str(group)
+    return _metric(a)
+
+
+def _metric(a: _Located) -> str:
     return a.signal.split("{", 1)[0]
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+_WHERE = frozenset({"service", "region", "host", "instance"})
+
+
+def _shape(a: _Located) -> str:
+    """The signal without the labels that say where: what moved, wherever it was
+    (``error_rate{error_type="timeout"}`` of any service and region)."""
+    name, _, rest = a.signal.partition("{")
+    labels = sorted((k, v) for k, v in _LABEL.findall(rest) if k not in _WHERE)
+    return name + repr(labels)
 
 
 def _place(a: _Located) -> tuple[str | None, str | None]:
@@ -962,6 +994,7 @@ def _attach_symptoms(
     min_link_z: float,
     max_far_z: float,
     grace_ms: int,
+    loud_ratio: float,
 ) -> list[AnomalyGroup]:
     """Step 2 of :func:`group_anomalies`: small clusters join as late symptoms."""
     groups: list[AnomalyGroup] = []
@@ -974,7 +1007,11 @@ def _attach_symptoms(
     near_cache: dict[str, dict[str, int]] = {}
     far_cache: dict[str, tuple[str, ...]] = {}
     origin: list[str | None] = []  # group -> the service it opened at
-    kinds: dict[tuple, set[str]] = {}  # (service, region, group) -> signal kinds
+    # linkable members: (service, region, group) -> their metric names, and their
+    # signals without the labels of place (see _shape)
+    metrics: dict[tuple, set[str]] = {}
+    shapes: dict[tuple, set[str]] = {}
+    loudest: dict[int, float] = {}  # group -> largest |z| at the service it opened at
     covered: list[set[tuple]] = []  # group -> the places of all its members
 
     def active(s: _Seen, ts: int) -> bool:
@@ -1008,7 +1045,7 @@ def _attach_symptoms(
                     offer(gid, 1, f"{why} while {s.end_signal} was anomalous")
             return out
         if strong:
-            metric = b.signal.split("{", 1)[0]
+            metric = _metric(b)
             for gid, by_region in at_origin.get((b.service, metric), {}).items():
                 for region, s in by_region.items():
                     if region != b.region and active(s, b.start_ms):
@@ -1024,9 +1061,19 @@ def _attach_symptoms(
         for other in near_cache[b.service]:
             for gid, s in places.get((other, b.region), {}).items():
                 if active(s, b.start_ms) and origin[gid] == other:
-                    kinds_there = kinds.get((other, b.region, gid), ())
-                    if strong and _kind(b) not in kinds_there:
-                        continue  # not what travels along the edge: its own problem
+                    if strong:
+                        # down an edge travels load, as any signal of a metric the
+                        # caller shows; up an edge, a callee's trouble as the same
+                        # signal (its timeouts as the caller's timeouts)
+                        if downstream(other, b.service):
+                            mine, there = _metric(b), metrics.get((other, b.region, gid), ())
+                        else:
+                            mine, there = _shape(b), shapes.get((other, b.region, gid), ())
+                        if mine not in there:
+                            continue  # not what travels along the edge: its own problem
+                    prompt = b.start_ms - groups[gid].start_ms <= onset_ms
+                    if not prompt and abs(b.peak_z) > loud_ratio * loudest.get(gid, 0.0):
+                        continue  # far louder than its supposed cause: its own problem
                     why = (
                         f"{b.service!r} depends on or serves {other!r}, where the "
                         f"incident opened and {s.end_signal} was still anomalous"
@@ -1052,12 +1099,20 @@ def _attach_symptoms(
                 offer(gid, 1, why)
         return out
 
+    def downstream(service: str, other: str) -> bool:
+        """Whether ``other`` is only called by ``service`` (not also its caller)."""
+        if topology is None:
+            return False
+        return other in topology.callees(service) and other not in topology.callers(service)
+
     def note(gid: int, b: _Located) -> None:
         """Make ``b``, a linkable member of group ``gid``, one others can link to."""
         _note(places, _place(b), gid, b)
-        kinds.setdefault((*_place(b), gid), set()).add(_kind(b))
+        metrics.setdefault((*_place(b), gid), set()).add(_metric(b))
+        shapes.setdefault((*_place(b), gid), set()).add(_shape(b))
         if b.service is not None and b.service == origin[gid]:
-            metric = b.signal.split("{", 1)[0]
+            loudest[gid] = max(loudest.get(gid, 0.0), abs(b.peak_z))
+            metric = _metric(b)
             by_region = at_origin.setdefault((b.service, metric), {}).setdefault(gid, {})
             seen = by_region.get(b.region)
             if seen is None:
