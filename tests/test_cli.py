@@ -188,6 +188,27 @@ def test_eval_smd_of_a_folder_without_machines_is_one_line(tmp_path, capsys):
     )
 
 
+def test_eval_grouping_runs_the_seeds_asked_for(capsys):
+    import json
+
+    assert main(["eval", "grouping", "-", "--cases", "2", "--seed", "37", "--json", "-q"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["runs"] == 2
+    assert [r["seed"] for r in result["per_run"]] == [37, 38]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--cases", "0"], "--cases must be at least 1, got 0"),
+        (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+    ],
+)
+def test_eval_grouping_refuses_no_runs_and_negative_seeds(flags, message, capsys):
+    assert main(["eval", "grouping", "-", "-q", *flags]) == 2
+    assert capsys.readouterr().err == f"obscore eval: {message}\n"
+
+
 def test_bench_check_reads_a_broken_baseline_before_timing(tmp_path, capsys, monkeypatch):
     from obscore import bench
 

@@ -412,6 +412,12 @@ def cmd_scrape(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
+    if args.cases is not None and args.cases < 1:
+        print(f"obscore eval: --cases must be at least 1, got {args.cases}", file=sys.stderr)
+        return 2
+    if args.seed < 0:
+        print(f"obscore eval: --seed must be 0 or more, got {args.seed}", file=sys.stderr)
+        return 2
     if args.suite == "grouping":
         return _eval_grouping(args)
     if args.suite == "nab":
@@ -467,8 +473,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.dataset == "sim":
             from obscore.diagnose.simeval import evaluate_sim
 
-            bar = tqdm(total=args.cases, desc="rca sim", unit="incident", file=sys.stderr, disable=args.quiet)
-            result = evaluate_sim(args.cases, progress=bar.update)
+            cases = 100 if args.cases is None else args.cases
+            bar = tqdm(total=cases, desc="rca sim", unit="incident", file=sys.stderr, disable=args.quiet)
+            result = evaluate_sim(cases, progress=bar.update)
             bar.close()
             if not args.json:
                 result.pop("per_case")
@@ -491,14 +498,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_grouping(args: argparse.Namespace) -> int:
-    """Pairwise precision/recall of the grouping over ``--cases`` seeded simulations (default 50)."""
+    """Pairwise precision/recall of the grouping over ``--cases`` seeded simulations
+    (default 50), seeds ``--seed`` onwards."""
     import json
 
     from obscore.grouping_eval import evaluate_grouping
 
-    runs = 50 if args.cases == 100 else args.cases  # --cases keeps the rca default of 100
+    runs = 50 if args.cases is None else args.cases
     bar = tqdm(total=runs, desc="grouping", unit="run", file=sys.stderr, disable=args.quiet)
-    result = evaluate_grouping(runs, progress=bar.update)
+    result = evaluate_grouping(runs, seed=args.seed, progress=bar.update)
     bar.close()
     if not args.json:
         result.pop("per_run")
@@ -981,7 +989,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--config", default=None, help="obscore.toml to use (nab: detectors.default and .threshold)")
     ev.add_argument("--dataset", default="sim", choices=["sim", "sockshop1", "petshop", "smd"],
                     help="rca dataset layout (default sim)")
-    ev.add_argument("--cases", type=int, default=100, help="rca sim: incidents to inject (default 100)")
+    ev.add_argument("--cases", type=int, default=None,
+                    help="rca sim: incidents to inject (default 100); grouping: simulated runs (default 50)")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="grouping: seed of the first run, the others following it (default 0)")
     ev.add_argument("--json", action="store_true", help="print the full result as JSON")
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=cmd_eval)
