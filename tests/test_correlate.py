@@ -586,6 +586,31 @@ def test_group_a_symptom_far_louder_than_its_cause_is_its_own_problem():
     assert len(names) == 1
 
 
+def test_group_slowness_at_another_caller_of_a_loaded_dependency_joins():
+    # a surge on feed loads db, which feed calls; auth also calls db and slows
+    # minutes later, while db is still anomalous
+    surge = [
+        _app("latency", "feed", 0, z=30.0, minutes=30),
+        _app("latency", "db", 20 * S, z=30.0, minutes=30),
+    ]
+    names, groups = _groups([*surge, _app("latency", "auth", 8 * M)])
+    assert len(names) == 1
+    assert "'auth' calls 'db', which 'feed', where the incident opened, also calls" in (
+        groups[0].reasons[-1]
+    )
+    for late in (
+        _app("memory", "auth", 8 * M, group="system"),  # not slowness or errors
+        _app("memory", "auth", 8 * M, z=6.0, group="system"),  # weak, all the same
+        _app("latency", "auth", 8 * M, z=40.0),  # too loud for an effect so far off
+        _app("latency", "auth", 31 * M),  # db is no longer anomalous
+    ):
+        names, _ = _groups([*surge, late])
+        assert len(names) == 2, late
+    # db itself quiet: services sharing a callee are not tied
+    names, _ = _groups([surge[0], _app("latency", "auth", 8 * M)])
+    assert len(names) == 2
+
+
 def test_group_services_sharing_a_neighbour_are_not_two_calls_apart():
     # auth and feed are both called by gateway and both call db: neither's errors
     # travel to the other

@@ -781,6 +781,14 @@ def group_anomalies(
          unless the anomaly came within ``onset_ms`` of the incident's onset:
          an effect two edges away is weaker than its cause, and a loud move
          there minutes later is a problem of its own;
+       - slowness or errors at a service that calls a dependency of the
+         opening service, while a member at that shared dependency is still
+         anomalous in the region, at a peak ``|z|`` under ``max_far_z``: the
+         opening service's trouble reaching the other callers of what it
+         loads (a surge of traffic on one caller slowing the database that
+         another caller waits on).  Unlike the other ties, this one holds
+         for anomalies too weak to link to only when they are of slowness or
+         errors as well;
        - a business signal in a region where a member is anomalous.
 
        The signal tests of the two dependency ties spare anomalies too weak
@@ -1097,6 +1105,19 @@ def _attach_symptoms(
                     f"opened and {s.end_signal} was still anomalous"
                 )
                 offer(gid, 1, why)
+        if _kind(b) != "application" or abs(b.peak_z) >= max_far_z:
+            return out
+        for mid in topology.callees(b.service) if topology is not None else ():
+            for gid, s in places.get((mid, b.region), {}).items():
+                o = origin[gid]
+                if o == b.service or o not in topology.callers(mid):
+                    continue
+                if active(s, b.start_ms):
+                    why = (
+                        f"{b.service!r} calls {mid!r}, which {o!r}, where the incident "
+                        f"opened, also calls, while {s.end_signal} was still anomalous"
+                    )
+                    offer(gid, 1, why)
         return out
 
     def downstream(service: str, other: str) -> bool:
