@@ -160,3 +160,104 @@ def test_obscore_replay_prints_what_a_replay_finds(day, tmp_path, capsys):
     assert "is before --from" in capsys.readouterr().err
     assert main(["replay", "--data", str(tmp_path), "--from", "soon"]) == 2
     assert "'soon' is not a time" in capsys.readouterr().err
+
+
+# --- a long live run keeps its state bounded -------------------------------------------
+
+
+def _keys(incidents):
+    return {(a.signal, a.start_ms) for inc in incidents for a in inc.anomalies}
+
+
+def test_settled_incidents_leave_no_per_anomaly_bookkeeping(day):
+    engine = Engine(catalogue=from_platform(day.platform))
+    _feed(engine, day, day.end_ms)
+    runner = engine.runner
+    settled = runner.incidents[: len(runner._settled)]
+    assert settled, "incidents that ended hours before the cursor are settled"
+    assert [i.id for i in settled] == list(range(1, len(settled) + 1))
+    unsettled = _keys(runner.incidents[len(settled):])
+    assert set(runner._raised) <= unsettled
+    assert set(runner._creator.values()) <= unsettled
+    assert set(runner._member_creator.values()) <= unsettled
+    assert set(runner._member_last.values()) <= unsettled
+    assert len(runner._raised) < len(_keys(settled))
+    # and what was settled is still what a replay finds (test above, same feed)
+    _same(engine, engine.replay(day.start_ms, day.end_ms - 1))
+
+
+def test_a_live_run_forgets_incidents_kept_past_pipeline_keep(day, tmp_path):
+    from dataclasses import replace
+
+    from obscore.config import load_config
+
+    cfg = load_config(overrides={"pipeline": {"keep": "40m"}})
+    engine = Engine(tmp_path, config=cfg, catalogue=from_platform(day.platform))
+    _feed(engine, day, day.end_ms)
+    replay = engine.replay(day.start_ms, day.end_ms - 1)  # a replay keeps everything
+    runner = engine.runner
+    gone = runner.forgotten
+    cutoff = runner.cursor_ms - 40 * M
+    assert 0 < gone < len(replay.incidents)
+    assert all(i.end_ms < cutoff for i in replay.incidents[:gone])
+    kept = replay.incidents[gone:]
+    assert _incidents(engine.last_result) == _incidents(replace(replay, incidents=kept))
+    assert engine.last_result.anomalies == [
+        a for a in replay.anomalies if (a.signal, a.start_ms) in _keys(kept)
+    ]
+    forgotten = [
+        al
+        for al in replay.alerts
+        if al.end_ms < cutoff and all(i <= gone for i in al.incident_ids)
+    ]
+    assert forgotten
+    assert engine.alerts() == [al for al in replay.alerts if al not in forgotten]
+    engine.close()
+    # the ids go on after a restart, and the config's keep is the one in force
+    again = Engine(tmp_path, config=load_config(), catalogue=from_platform(day.platform))
+    assert again.runner.forgotten == gone and again.runner.keep_ms == 7 * 24 * H
+    assert _incidents(again.last_result) == _incidents(engine.last_result)
+    again.close()
+
+
+def test_pipeline_keep_shorter_than_quiet_and_dedup_is_refused():
+    from obscore.config import load_config
+    from obscore.errors import ConfigError
+
+    engine = Engine(config=load_config(overrides={"pipeline": {"keep": "20m"}}))
+    with pytest.raises(ConfigError, match=r"pipeline.keep: 20m is shorter than"):
+        engine.runner
+
+
+def test_weeks_of_live_ticks_keep_the_state_bounded():
+    """One gauge with a spike every 3 hours for 6 days, ticked every 30 minutes."""
+    from obscore.config import load_config
+    from obscore.model import SeriesIndex, sample_table
+
+    step, days, every = 10_000, 6, 3 * H
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"service": "web", "region": "eu-west", "host": "w1"})
+    ts = START + np.arange(days * 24 * H // step) * step
+    rng = np.random.default_rng(7)
+    values = 50 + rng.normal(0, 1, len(ts))
+    spike = (ts - START) % every
+    values[(spike >= 2 * H) & (spike < 2 * H + 3 * M)] += 40  # 3 minutes high
+    cfg = load_config(overrides={"pipeline": {"keep": "1h"}})
+    engine = Engine(config=cfg)
+    sizes = []
+    for lo in range(0, len(ts), 180):  # 30 minutes a tick
+        hi = lo + 180
+        ids = np.full(len(ts[lo:hi]), sid, np.uint64)
+        engine.ingest(sample_table(ids, ts[lo:hi], values[lo:hi]), index)
+        engine.tick(int(ts[hi - 1]))
+        r = engine.runner
+        sizes.append(
+            (len(r.incidents), len(r._closed_anomalies), len(r.book.alerts),
+             len(r._raised), len(r._creator), len(r._final))
+        )  # fmt: skip
+    runner = engine.runner
+    assert runner.forgotten >= 5 * 24 // 3  # a spike every 3 h, all but the last hour
+    assert max(max(s) for s in sizes[48:]) <= 2  # after the first day: flat
+    ids = [i.id for i in runner.incidents]
+    assert ids == list(range(runner.forgotten + 1, runner.forgotten + 1 + len(ids)))
+    assert ids[-1] == days * 24 * H // every  # one incident a spike, numbered on

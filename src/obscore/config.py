@@ -113,7 +113,7 @@ _SCHEMA: dict[str, Any] = {
         k: None
         for k in (
             "step", "settle", "catch_up", "quiet", "interval", "live",
-            "change_lookback", "business_owner",
+            "change_lookback", "business_owner", "keep",
         )
     },
     "escalation": {"resolve_after": None, "policies": None},

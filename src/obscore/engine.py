@@ -30,6 +30,7 @@ from obscore.config import Config, load_config
 from obscore.diagnose import Diagnosis, diagnose
 from obscore.diagnose.patterns import load_patterns
 from obscore.errors import (
+    ConfigError,
     DroppedDataWarning,
     EngineClosedError,
     InvalidSampleError,
@@ -1346,16 +1347,30 @@ class Engine:
             "catch_up_ms": _pipeline_duration(self.config, "catch_up", "6h"),
             "quiet_ms": _pipeline_duration(self.config, "quiet", "15m"),
             "interval_ms": _pipeline_duration(self.config, "interval", "10s"),
+            "keep_ms": _pipeline_duration(self.config, "keep", "7d"),
         }
 
-    def _new_runner(self, book: AlertBook) -> PipelineRunner:
+    def _new_runner(self, book: AlertBook, *, live: bool) -> PipelineRunner:
+        """A pipeline runner with the config's settings; a live one forgets
+        incidents ``[pipeline] keep`` after their end, a replay keeps all."""
         cfg = self._pipeline_settings()
+        keep_ms = cfg["keep_ms"]
+        least = cfg["quiet_ms"] + self.config.dedup_window_ms
+        if live and keep_ms < least:
+            from obscore.durations import format_duration
+
+            raise ConfigError(
+                f"pipeline.keep: {format_duration(keep_ms)} is shorter than "
+                f"pipeline.quiet plus the dedup window ({format_duration(least)}): "
+                "incidents and alerts that can still grow would be forgotten"
+            )
         return PipelineRunner(
             step_ms=cfg["step_ms"],
             window_ms=self.config.zscore_window_ms,
             threshold=self.config.zscore_threshold,
             quiet_ms=cfg["quiet_ms"],
             change_lookback_ms=self.change_lookback_ms,
+            keep_ms=keep_ms if live else None,
             book=book,
         )
 
@@ -1363,7 +1378,7 @@ class Engine:
     def runner(self) -> PipelineRunner:
         """The live pipeline's state (created on first use, restored from the data directory)."""
         if self._runner is None:
-            self._runner = self._new_runner(self.alert_book)
+            self._runner = self._new_runner(self.alert_book, live=True)
         return self._runner
 
     def tick(self, now_ms: int | None = None) -> PipelineResult | None:
@@ -1552,7 +1567,8 @@ class Engine:
         with self._lock:
             self._refresh_events()
             runner = self._new_runner(
-                AlertBook(self.config.dedup_window_ms, self.config.dedup_similarity)
+                AlertBook(self.config.dedup_window_ms, self.config.dedup_similarity),
+                live=False,
             )
             runner.advance(
                 self.queries, self.config.metrics, self.catalogue, end_ms, start_ms,
@@ -1571,6 +1587,7 @@ class Engine:
         runner = PipelineRunner.load(self.data_dir / "pipeline.pickle")
         if runner is None:
             return
+        runner.keep_ms = self._pipeline_settings()["keep_ms"]  # the config in force
         self._runner = runner
         self.alert_book = runner.book
         self.last_result = runner.result()
@@ -1641,7 +1658,6 @@ class Engine:
 def _pipeline_duration(config: Config, key: str, default: str) -> int:
     """A duration of the config's ``[pipeline]`` table, in milliseconds."""
     from obscore.durations import parse_duration
-    from obscore.errors import ConfigError
 
     value = config.raw.get("pipeline", {}).get(key, default)
     try:
@@ -1652,7 +1668,6 @@ def _pipeline_duration(config: Config, key: str, default: str) -> int:
 
 def _escalation_duration(config: Config, key: str, default: str) -> int:
     from obscore.durations import parse_duration
-    from obscore.errors import ConfigError
 
     value = config.raw.get("escalation", {}).get(key, default)
     try:

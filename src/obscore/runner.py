@@ -118,6 +118,11 @@ class PipelineRunner:
         Change events this long before an anomaly are named in its context.
     history_ms : int
         How much of each signal is kept for diagnosis (``last_result.signals``).
+    keep_ms : int, optional
+        How long final incidents are kept after their end (measured back
+        from the cursor), with their anomalies and the alerts that name only
+        them; None keeps everything (a replay).  Incident ids go on counting
+        after the ones forgotten.
 
     Notes
     -----
@@ -127,6 +132,12 @@ class PipelineRunner:
     scored the point without them, so a replay may then differ.  The labels
     a metric's signals are grouped by are fixed the first time the metric
     has series.
+
+    The state stays bounded over a long live run: once an incident is final
+    and no incident still to come can be numbered before it, its id, its
+    alerts' incident ids and its anomalies can no longer change, and the
+    per-anomaly bookkeeping of its alerts is dropped (see :meth:`_settle`);
+    with ``keep_ms`` the incidents themselves go after that long.
     """
 
     step_ms: int = 10_000
@@ -143,6 +154,7 @@ class PipelineRunner:
     min_run: int = 3
     max_gap: int = 3
     warmup_ms: int = 3_600_000
+    keep_ms: int | None = None
     cursor_ms: int | None = None  # last grid point evaluated
     book: AlertBook = field(default_factory=AlertBook)
     _by: dict[str, list[str]] = field(default_factory=dict)
@@ -152,7 +164,11 @@ class PipelineRunner:
         default_factory=dict
     )  # not in a final incident
     _closed_keys: set[tuple[str, int]] = field(default_factory=set)
-    _final: list[Incident] = field(default_factory=list)
+    _final: list[Incident] = field(default_factory=list)  # final, id may still shift
+    # final incidents numbered for good (nothing still to come sorts before
+    # them), in id order; the first `forgotten` ids were dropped by keep_ms
+    _settled: list[Incident] = field(default_factory=list)
+    forgotten: int = 0
     _to_raise: dict[tuple[str, int], Anomaly] = field(default_factory=dict)
     _changed: dict[tuple[str, int], Anomaly] = field(default_factory=dict)
     _raised: dict[tuple[str, int], Alert] = field(default_factory=dict)
@@ -177,6 +193,9 @@ class PipelineRunner:
         state.setdefault("_groups", {})
         state.setdefault("_member_creator", {})
         state.setdefault("_member_last", {})
+        state.setdefault("_settled", [])
+        state.setdefault("forgotten", 0)
+        state.setdefault("keep_ms", None)
         self.__dict__.update(state)
 
     # --- advancing --------------------------------------------------------------
@@ -237,6 +256,7 @@ class PipelineRunner:
             self.cursor_ms = end
             self._group(catalogue)
             new_alerts = self._alert(specs)
+            self._settle()
         return self.result(new_alerts)
 
     def _detect(
@@ -435,18 +455,26 @@ class PipelineRunner:
             if final:
                 self._final.append(inc)
                 for a in inc.anomalies:
-                    del self._open[(a.signal, a.start_ms)]
+                    key = (a.signal, a.start_ms)
+                    del self._open[key]
+                    self._closed_keys.discard(key)
             else:
                 still_open.append(inc)
-        self.incidents = _numbered([*self._final, *still_open])
+        first = self.forgotten + len(self._settled) + 1
+        self.incidents = [
+            *self._settled,
+            *_numbered([*self._final, *still_open], first),
+        ]
 
     # --- alerts ---------------------------------------------------------------------
 
     def _alert(self, specs: Mapping[str, MetricSpec]) -> list[Alert]:
         horizon = self.horizon_ms
         assert horizon is not None
-        incident_of = {
-            (a.signal, a.start_ms): inc for inc in self.incidents for a in inc.anomalies
+        incident_of = {  # settled incidents hold no anomaly still to alert on
+            (a.signal, a.start_ms): inc
+            for inc in self.incidents[len(self._settled):]
+            for a in inc.anomalies
         }
         new = []
         todo = sorted(
@@ -525,6 +553,55 @@ class PipelineRunner:
                 self._raised[key].members[fp].incident_id = inc.id
         return new
 
+    # --- bounded state -------------------------------------------------------------------
+
+    def _settle(self) -> None:
+        """Drop the bookkeeping of incidents that can no longer change; forget old ones.
+
+        A final incident that starts before every open anomaly and before the
+        horizon keeps its place in the numbering for good: whatever comes
+        later starts at or after that bound.  Its anomalies were all raised
+        (they started before the horizon), so the maps from its anomalies to
+        their alerts have done their work.  With ``keep_ms``, settled
+        incidents that ended that long before the cursor go, in id order,
+        with their anomalies and with the alerts whose incidents have all
+        gone.
+        """
+        horizon = self.horizon_ms
+        assert horizon is not None and self.cursor_ms is not None
+        bound = min([horizon, *(start for _, start in self._open)])
+        now_settled = [inc for inc in self._final if inc.start_ms < bound]
+        if now_settled:
+            self._final = [inc for inc in self._final if inc.start_ms >= bound]
+            done = {
+                (a.signal, a.start_ms) for inc in now_settled for a in inc.anomalies
+            }
+            for key in done:
+                self._raised.pop(key, None)
+            for table in (self._creator, self._member_creator, self._member_last):
+                for k in [k for k, key in table.items() if key in done]:
+                    del table[k]
+            self._settled.extend(sorted(now_settled, key=lambda inc: inc.id))
+        if self.keep_ms is None:
+            return
+        cutoff = self.cursor_ms - self.keep_ms
+        n = 0
+        while n < len(self._settled) and self._settled[n].end_ms < cutoff:
+            n += 1
+        if n:
+            gone, self._settled = self._settled[:n], self._settled[n:]
+            self.incidents = self.incidents[n:]
+            self.forgotten += n
+            keys = {(a.signal, a.start_ms) for inc in gone for a in inc.anomalies}
+            self._closed_anomalies = [
+                a for a in self._closed_anomalies if (a.signal, a.start_ms) not in keys
+            ]
+        last_id = self.forgotten
+        self.book.forget(
+            lambda al: al.end_ms < cutoff
+            and all(i <= last_id for i in al.incident_ids)
+        )
+
     # --- results and persistence ------------------------------------------------------
 
     @property
@@ -581,8 +658,8 @@ def _summary(a: Anomaly) -> str:
     return f"{a.signal} {direction} its recent range (z={a.peak_z:+.1f})"
 
 
-def _numbered(incidents: list[Incident]) -> list[Incident]:
-    """Number incidents 1.. by (start, first signal), the same however they were built."""
+def _numbered(incidents: list[Incident], first: int = 1) -> list[Incident]:
+    """Number incidents from ``first`` by (start, first signal), the same however they were built."""
 
     def key(inc: Incident) -> tuple[int, str]:
         return inc.start_ms, min(
@@ -590,7 +667,7 @@ def _numbered(incidents: list[Incident]) -> list[Incident]:
         )
 
     out = sorted(incidents, key=key)
-    for k, inc in enumerate(out, 1):
+    for k, inc in enumerate(out, first):
         inc.id = k
     return out
 

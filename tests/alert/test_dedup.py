@@ -149,3 +149,19 @@ def test_similarity_index_finds_what_comparing_with_every_alert_finds():
             it = (labels, summary, start)
             items.append(it)
             index.add(str(k), labels, summary, it)
+
+
+def test_forget_drops_old_alerts_and_what_points_at_them():
+    book = AlertBook(15 * M, similarity_threshold=0.8)
+    eu = {"alertname": "error_rate_anomaly", "service": "db", "region": "eu"}
+    us = {**eu, "region": "us"}
+    old, _ = book.raise_alert(eu, 0, M, 0.9, "db errors")
+    book.raise_alert(us, 2 * M, 3 * M, 0.9, "db errors")  # folded into old
+    recent, _ = book.raise_alert({**eu, "service": "auth"}, 60 * M, 61 * M, 0.9, "x")
+    assert book.forget(lambda al: al.end_ms < 30 * M) == 1
+    assert book.alerts == [recent]
+    assert book.forget(lambda al: al.end_ms < 30 * M) == 0
+    # neither the fingerprint nor the folded member still finds the old alert
+    again, new = book.raise_alert(us, 62 * M, 63 * M, 0.9, "db errors")
+    assert new and again is not old and again.fingerprint == fingerprint(us)
+    assert book.alerts == [recent, again]

@@ -390,6 +390,27 @@ class AlertBook:
             labels, summary, start_ms, self.dedup_window_ms, self.similarity_threshold
         )
 
+    def forget(self, old: Callable[[Alert], bool]) -> int:
+        """Drop the alerts that ``old`` picks, as a long run sheds its history.
+
+        Only alerts that no repeat can fold into any more should be picked
+        (ended more than the dedup window before anything still to come);
+        the similarity index is rebuilt without them on its next use.
+
+        Returns
+        -------
+        int
+            How many alerts were dropped.
+        """
+        kept = [al for al in self.alerts if not old(al)]
+        dropped = len(self.alerts) - len(kept)
+        if dropped:
+            alive = {id(al) for al in kept}
+            self.alerts = kept
+            self._last = {fp: al for fp, al in self._last.items() if id(al) in alive}
+            self._index, self._indexed = None, 0
+        return dropped
+
     def raise_alert(
         self,
         labels: Mapping[str, str],
