@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -193,7 +194,7 @@ class Escalator:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.tracks: dict[str, _Track] = {}
         self.acks: dict[str, dict[str, Any]] = {}
-        self.pages: list[Page] = []
+        self.pages: deque[Page] = deque(maxlen=1000)  # the latest, for a look
         self._acks_offset = 0
         if self.state_dir is not None:
             saved = StateDir(self.state_dir).load(STATE_PART, {})
