@@ -238,3 +238,13 @@ def test_serve_prints_one_startup_line(capsys, monkeypatch):
     monkeypatch.setattr(obscore.server, "serve", lambda app, host, port, token=None: None)
     assert main(["serve", "--port", "19464"]) == 0
     assert capsys.readouterr().err == "obscore serve: listening on http://127.0.0.1:19464\n"
+
+
+@pytest.mark.parametrize("command", ["replay", "report"])
+def test_a_missing_data_directory_is_named_not_created(command, tmp_path, capsys):
+    typo = tmp_path / "obscore-dta"
+    assert main([command, "--data", str(typo)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"obscore {command}: data directory {str(typo)!r} does not exist"
+    )
+    assert not typo.exists()

@@ -623,6 +623,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from obscore.errors import ObscoreError
     from obscore.report import write_html_report
 
+    if not _data_dir_exists(args, "report"):
+        return 2
     try:
         start, end = _parse_when(args.from_), _parse_when(args.to)
         engine = Engine(args.data, config=args.config)
@@ -655,6 +657,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from obscore.engine import Engine
     from obscore.errors import ObscoreError
 
+    if not _data_dir_exists(args, "replay"):
+        return 2
     try:
         start, end = _parse_when(args.from_), _parse_when(args.to)
         engine = Engine(args.data, config=args.config)
@@ -769,12 +773,16 @@ def _add_pipeline_commands(sub) -> None:
     ack.set_defaults(func=cmd_ack)
 
 
+def _data_dir_exists(args: argparse.Namespace, command: str) -> bool:
+    """Whether ``--data`` names a directory; if not, say so (a typo must not make a new one)."""
+    if Path(args.data).is_dir():
+        return True
+    print(f"obscore {command}: data directory {args.data!r} does not exist", file=sys.stderr)
+    return False
+
+
 def _alert_state_dir(args: argparse.Namespace, command: str) -> Path | None:
-    state_dir = Path(args.data) / "alerts"
-    if not Path(args.data).is_dir():
-        print(f"obscore {command}: data directory {args.data!r} does not exist", file=sys.stderr)
-        return None
-    return state_dir
+    return Path(args.data) / "alerts" if _data_dir_exists(args, command) else None
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
