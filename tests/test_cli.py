@@ -248,3 +248,16 @@ def test_a_missing_data_directory_is_named_not_created(command, tmp_path, capsys
         f"obscore {command}: data directory {str(typo)!r} does not exist"
     )
     assert not typo.exists()
+
+
+def test_detect_says_when_a_file_goes_back_in_time(tmp_path, capsys):
+    rows = ["timestamp,value"] + [f"2014-04-01 00:{m:02d}:00,{10 + m % 3}" for m in range(60)]
+    rows[31], rows[32] = rows[32], rows[31]  # 00:31 before 00:30
+    src = tmp_path / "a.csv"
+    src.write_text("\n".join(rows) + "\n")
+    assert main(["detect", str(src), "--out", str(tmp_path / "out"), "-q"]) == 0
+    assert (
+        f"{src}: 1 of 60 rows go back in time (the first: 2014-04-01 00:30:00 after "
+        "2014-04-01 00:31:00); scored in file order, as a stream arrives"
+    ) in capsys.readouterr().err
+    assert len((tmp_path / "out" / "a.csv").read_text().splitlines()) == 61

@@ -205,6 +205,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
             continue
         res = detect_stream(ts, values, default_detector(name), config.detect_threshold)
         stamps = _timestamps(ts)
+        back = (ts[1:] < ts[:-1]).nonzero()[0]
+        if len(back):
+            print(f"{path}: {len(back)} of {len(ts)} rows go back in time (the first: {stamps[back[0] + 1]} "
+                  f"after {stamps[back[0]]}); scored in file order, as a stream arrives",
+                  file=sys.stderr)
         target = out_dir / rel
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
