@@ -319,8 +319,10 @@ def _ingest_file(args: argparse.Namespace, engine, path: str, on_read) -> int:
     batches = reader.batches()
     if engine is not None and args.strict:
         batches = iter(list(batches))  # a bad row refuses the whole file
+    seen = []  # a dry run's (series, ts, value bits), to count exact repeats
     for batch in batches:
         if engine is None:
+            seen.append(batch.select(["series_id", "ts", "value"]))
             continue
         if args.declare:
             specs = {s.name: s for s in reader.specs}
@@ -353,16 +355,36 @@ def _ingest_file(args: argparse.Namespace, engine, path: str, on_read) -> int:
         if n_bad:
             print(f"{path}: invalid {reader.format}: {n_bad} bad rows of {reader.n_rows}", file=sys.stderr)
             return 2
+        repeats = _exact_repeats(seen)
         print(f"{path}: valid {reader.format} ({reader.layout} layout), {reader.n_rows} samples "
-              f"of {len(reader.index)} series")
+              f"of {len(reader.index)} series"
+              f"{f' ({repeats} exact repeats, which are stored once)' if repeats else ''}")
         return 0
     if n_bad:
         dropped["bad_row"] = n_bad
     detail = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
+    # a repeat of a stored sample (same series, time and value) is kept once, silently
+    repeats = reader.n_rows - stored - sum(dropped.values())
     print(f"{path}: {stored} samples stored, {sum(dropped.values())} dropped"
-          f"{f' ({detail})' if detail else ''}")
+          f"{f' ({detail})' if detail else ''}"
+          f"{f', {repeats} exact repeats of stored samples' if repeats > 0 else ''}")
     # a file with bad rows and nothing good in it is a failure, not a no-op
     return 2 if n_bad and stored == 0 and n_bad == reader.n_rows else 0
+
+
+def _exact_repeats(tables) -> int:
+    """Rows repeating an earlier row's series, timestamp and value (bit for bit)."""
+    import numpy as np
+    import pyarrow as pa
+
+    if not tables:
+        return 0
+    t = pa.concat_tables(tables)
+    sid, ts = t["series_id"].to_numpy(), t["ts"].to_numpy()
+    bits = t["value"].to_numpy().view(np.uint64)
+    order = np.lexsort((bits, ts, sid))
+    sid, ts, bits = sid[order], ts[order], bits[order]
+    return int(((sid[1:] == sid[:-1]) & (ts[1:] == ts[:-1]) & (bits[1:] == bits[:-1])).sum())
 
 
 def cmd_scrape(args: argparse.Namespace) -> int:

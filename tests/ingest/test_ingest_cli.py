@@ -338,3 +338,23 @@ def test_dry_run_loads_and_validates_the_config(tmp_path, capsys):
     )
     good = _config(tmp_path, "nan")
     assert main(["ingest", "--dry-run", "--config", str(good), str(path)]) == 0
+
+
+def test_exact_repeats_are_counted_by_the_dry_run_and_the_store_alike(tmp_path, capsys):
+    path = tmp_path / "dup.csv"
+    path.write_text(
+        "timestamp,value\n2020-01-01 00:00:00,1\n2020-01-01 00:00:10,2\n"
+        "2020-01-01 00:00:10,2\n2020-01-01 00:00:20,3\n"
+    )
+    assert main(["ingest", "--dry-run", str(path)]) == 0
+    assert (
+        f"{path}: valid csv (narrow layout), 4 samples of 1 series "
+        "(1 exact repeats, which are stored once)"
+    ) in capsys.readouterr().out
+    args = ["ingest", str(path), "--data", str(tmp_path / "d"), "--metric", "cpu_usage"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: 3 samples stored, 0 dropped, 1 exact repeats of stored samples" in out
+    assert main(args) == 0  # the same file again: nothing new, nothing lost
+    out = capsys.readouterr().out
+    assert f"{path}: 0 samples stored, 0 dropped, 4 exact repeats of stored samples" in out
