@@ -261,3 +261,75 @@ def test_detect_says_when_a_file_goes_back_in_time(tmp_path, capsys):
         "2014-04-01 00:31:00); scored in file order, as a stream arrives"
     ) in capsys.readouterr().err
     assert len((tmp_path / "out" / "a.csv").read_text().splitlines()) == 61
+
+
+_PLUGIN = '''
+import numpy as np
+import pyarrow as pa
+from obscore.detect import register
+
+
+class Flat:
+    name = "{name}"
+
+    def update(self, batch):
+        pass
+
+    def score(self, batch):
+        return pa.array(np.zeros(batch.num_rows))
+
+
+register("{name}", lambda **params: Flat())
+'''
+
+
+def _nab_like(path):
+    rows = ["timestamp,value"] + [f"2014-04-01 00:{m:02d}:00,{10 + m % 3}" for m in range(60)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("how", ["module", "file", "config"])
+def test_detect_imports_a_researchers_plugin(how, tmp_path, monkeypatch, capsys):
+    import sys
+
+    name = f"flat_{how}"
+    (tmp_path / f"{name}_mod.py").write_text(_PLUGIN.format(name=name))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, f"{name}_mod", raising=False)
+    csv_path = _nab_like(tmp_path / "a.csv")
+    args = ["detect", str(csv_path), "--out", str(tmp_path / "out"), "-q"]
+    if how == "module":
+        args += ["--plugin", f"{name}_mod", "--detector", name]
+    elif how == "file":
+        args += ["--plugin", str(tmp_path / f"{name}_mod.py"), "--detector", name]
+    else:
+        (tmp_path / "c.toml").write_text(
+            f'[detectors]\nplugins = ["{name}_mod"]\ndefault = "{name}"\n'
+        )
+        args += ["--config", str(tmp_path / "c.toml")]
+    assert main(args) == 0, capsys.readouterr().err
+    rows = (tmp_path / "out" / "a.csv").read_text().splitlines()
+    assert len(rows) == 61 and all(r.endswith(",0.000000,0") for r in rows[1:])
+    monkeypatch.delitem(sys.modules, f"{name}_mod", raising=False)
+
+
+def test_a_plugin_that_cannot_be_imported_is_named(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (tmp_path / "broken_plugin.py").write_text("raise RuntimeError('boom')\n")
+    csv_path = _nab_like(tmp_path / "a.csv")
+    base = ["detect", str(csv_path), "--out", str(tmp_path / "out"), "-q"]
+    for plugin, message in [
+        ("no_such_plugin", "detector plug-in 'no_such_plugin': no module named 'no_such_plugin'"),
+        ("gone.py", "detector plug-in 'gone.py': no such file"),
+        ("broken_plugin", "detector plug-in 'broken_plugin' failed to import: RuntimeError: boom"),
+    ]:
+        assert main([*base, "--plugin", plugin]) == 2
+        assert capsys.readouterr().err.strip() == f"obscore detect: {message}"
+    assert main(["eval", "nab", str(tmp_path), "--plugin", "no_such_plugin"]) == 2
+    assert "no module named 'no_such_plugin'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -155,16 +155,21 @@ def _record_demo_changes(engine, sim, seed: int) -> None:
 
 def cmd_detect(args: argparse.Namespace) -> int:
     from obscore.config import load_config
+    from obscore.detect.base import load_plugins
     from obscore.detect.stream import default_detector, detect_stream
     from obscore.errors import ObscoreError
     from obscore.ingest.files import walk_csv
 
-    config = load_config(args.config)
-    name = args.detector or config.detector
     try:
+        config = load_config(args.config)
+        load_plugins([*config.detector_plugins, *args.plugin])
+        name = args.detector or config.detector
         default_detector(name)
     except KeyError as exc:
         print(f"obscore detect: {exc.args[0]}", file=sys.stderr)
+        return 2
+    except ObscoreError as exc:
+        print(f"obscore detect: {exc}", file=sys.stderr)
         return 2
     out_dir = Path(args.out)
     files = walk_csv(args.paths)
@@ -454,14 +459,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         from obscore.detect.stream import default_detector
 
+        from obscore.detect.base import load_plugins
+        from obscore.errors import ConfigError
+
         config = load_config(args.config)
         args.detector = args.detector or config.detector
         args.threshold = config.detect_threshold if args.threshold is None else args.threshold
         try:
+            load_plugins([*config.detector_plugins, *args.plugin])
             default_detector(args.detector)
             corpus = load_nab(args.path)
         except KeyError as exc:
             print(f"obscore eval: {exc.args[0]}", file=sys.stderr)
+            return 2
+        except ConfigError as exc:
+            print(f"obscore eval: {exc}", file=sys.stderr)
             return 2
         except OSError as exc:
             print(f"obscore eval: {args.path} is not a NAB folder: {exc}", file=sys.stderr)
@@ -986,6 +998,8 @@ def build_parser() -> argparse.ArgumentParser:
     det.add_argument("paths", nargs="+", help="CSV files or folders (walked for *.csv)")
     det.add_argument("--out", required=True, help="folder for the scored CSV files")
     det.add_argument("--detector", default=None, help="registered detector name (default: the config's detectors.default)")
+    det.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                     help="import a module (name, or path of a .py file) that registers detectors; repeatable")
     det.add_argument("--config", default=None, help="obscore.toml to use")
     det.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     det.set_defaults(func=cmd_detect)
@@ -1020,6 +1034,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("suite", choices=["nab", "smd", "rca", "grouping"], help="which benchmark")
     ev.add_argument("path", help="the benchmark's folder (e.g. ../shared/data/nab; for --dataset sim, any path)")
     ev.add_argument("--detector", default=None, help="registered detector name (nab; default: the config's detectors.default)")
+    ev.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                    help="nab: import a module (name, or path of a .py file) that registers detectors; repeatable")
     ev.add_argument("--threshold", type=float, default=None, help="declared alert threshold (default: the config's detectors.threshold, 0.5)")
     ev.add_argument("--config", default=None, help="obscore.toml to use (nab: detectors.default and .threshold)")
     ev.add_argument("--dataset", default="sim", choices=["sim", "sockshop1", "petshop", "smd"],

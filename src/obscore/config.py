@@ -38,6 +38,7 @@ class Config:
     iforest_max_samples: int = 256
     detector: str = "novelty"
     detect_threshold: float = 0.5
+    detector_plugins: tuple[str, ...] = ()
     dedup_window_ms: int = 900_000
     dedup_similarity: float = 0.8
     approval_severity: float = 0.7
@@ -95,6 +96,7 @@ _SCHEMA: dict[str, Any] = {
     "detectors": {
         "default": None,
         "threshold": None,
+        "plugins": None,
         "zscore": {"window": None, "threshold": None},
         "iforest": {"train": None, "predict": None, "n_trees": None, "max_samples": None},
     },
@@ -241,6 +243,13 @@ def _name(raw: dict, key: str, default: str, source: str) -> str:
     return value
 
 
+def _strings(raw: dict, key: str, source: str) -> tuple[str, ...]:
+    value = _get(raw, key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{source}, {key}: expected a list of module names, got {value!r}")
+    return tuple(value)
+
+
 def _build(raw: dict[str, Any], source: str) -> Config:
     def duration(key: str, default: str) -> int:
         value = _get(raw, key, default)
@@ -321,6 +330,7 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         iforest_max_samples=int(number("detectors.iforest.max_samples", 256, 2, 1e7)),
         detector=_name(raw, "detectors.default", "novelty", source),
         detect_threshold=number("detectors.threshold", 0.5, 0, 1),
+        detector_plugins=_strings(raw, "detectors.plugins", source),
         dedup_window_ms=duration("alerts.dedup_window", "15m"),
         dedup_similarity=number("alerts.similarity", 0.8, 0, 1),
         approval_severity=number("alerts.approval_severity", 0.7, 0, 1),

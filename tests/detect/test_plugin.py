@@ -136,3 +136,40 @@ def test_the_docs_example_runs_and_is_the_shipped_example(rng):
     docs = create("my_zscore").score(_batch(values)).to_numpy()
     shipped = create("user_zscore").score(_batch(values)).to_numpy()
     np.testing.assert_allclose(docs, shipped, atol=1e-12)
+
+
+_JUMP_MODULE = '''
+import numpy as np
+from obscore.detect import register_numba
+
+
+def jump(state, ts, value):
+    r = abs(value - state[0]) if state[1] else 0.0
+    state[0], state[1] = value, 1.0
+    return r
+
+
+register_numba("{name}", jump, np.zeros(2), threshold=2.0)
+'''
+
+
+def test_plugins_run_from_two_folders_do_not_break_each_other(tmp_path):
+    """A compiled loop cached beside obscore would name the first folder's module,
+    and the second run, which cannot import it, failed loading that cache."""
+    import subprocess
+    import sys
+
+    rows = ["timestamp,value"] + [f"2014-04-01 00:{m:02d}:00,{m % 2}" for m in range(20)]
+    for name in ("jump_a", "jump_b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / f"{name}_mod.py").write_text(_JUMP_MODULE.format(name=name))
+        (folder / "a.csv").write_text("\n".join(rows) + "\n")
+        run = subprocess.run(
+            [sys.executable, "-m", "obscore.cli", "detect", "a.csv", "--out", "out",
+             "-q", "--plugin", f"{name}_mod", "--detector", name],
+            cwd=folder, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        scored = (folder / "out" / "a.csv").read_text().splitlines()
+        assert scored[2].split(",")[2] == "0.333333"  # |1 - 0| / (1 + 2)

@@ -9,12 +9,17 @@ row after it has scored it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import os
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
 
+from obscore.errors import ConfigError
 from obscore.model import as_sample_table
 
 _REGISTRY: dict[str, Callable[..., Detector]] = {}
@@ -70,6 +75,65 @@ def create(name: str, **params: Any) -> Detector:
 def registered() -> list[str]:
     """The registered detector names, sorted."""
     return sorted(_REGISTRY)
+
+
+def load_plugins(modules: Iterable[str]) -> list[str]:
+    """Import the modules that register a researcher's detectors; the names they added.
+
+    Parameters
+    ----------
+    modules : iterable of str
+        Each a module importable from the current directory or the path
+        (``my_detectors``, ``lab.detectors``), or the path of a Python file
+        (``detectors/mine.py``).  A module imported before is not run again.
+
+    Raises
+    ------
+    ConfigError
+        Naming the module and what went wrong: not found, or the error its
+        code raised while importing.
+    """
+    before = set(_REGISTRY)
+    for spec in modules:
+        try:
+            if spec.endswith(".py") or os.sep in spec:
+                _import_file(Path(spec))
+            else:
+                if "" not in sys.path and os.getcwd() not in sys.path:
+                    sys.path.insert(0, os.getcwd())  # as `python -m` would
+                importlib.import_module(spec)
+        except ConfigError:
+            raise
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"detector plug-in {spec!r}: no module named {exc.name!r}") from exc
+        except Exception as exc:
+            raise ConfigError(
+                f"detector plug-in {spec!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+    return sorted(set(_REGISTRY) - before)
+
+
+def _import_file(path: Path) -> None:
+    """Import a file as the module its name says, from its folder (as Numba's cache expects)."""
+    if not path.is_file():
+        raise ConfigError(f"detector plug-in {str(path)!r}: no such file")
+    folder, name = str(path.resolve().parent), path.stem
+    loaded = sys.modules.get(name)
+    if loaded is not None:
+        if Path(getattr(loaded, "__file__", "") or "").resolve() != path.resolve():
+            raise ConfigError(
+                f"detector plug-in {str(path)!r}: a module named {name!r} is imported "
+                "already; rename the file"
+            )
+        return
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    module = importlib.import_module(name)
+    if Path(getattr(module, "__file__", "") or "").resolve() != path.resolve():
+        raise ConfigError(
+            f"detector plug-in {str(path)!r}: {name!r} names another module "
+            f"({getattr(module, '__file__', 'built in')}); rename the file"
+        )
 
 
 @register("default")

@@ -113,8 +113,11 @@ def compile_update(
         if opts.get("cache") and not _can_cache(update):
             opts["cache"] = False
         compiled = numba.jit(**opts)(update)
-    loop_opts = dict(NUMBA_OPTIONS)
-    loop_opts.update({k: v for k, v in opts.items() if k != "cache"})
+    # The loop is never cached: its signature holds the user's function, so a
+    # cache index beside this file would name every plug-in module run on the
+    # machine, and loading it fails (ModuleNotFoundError) in any process that
+    # cannot import one of them, such as a run from another directory.
+    loop_opts = {**NUMBA_OPTIONS, **opts, "cache": False}
     loop = numba.jit(**loop_opts)(_plugin_loop)
     _COMPILED[key] = (compiled, loop)
     return compiled, loop
