@@ -1350,13 +1350,12 @@ class Engine:
             "keep_ms": _pipeline_duration(self.config, "keep", "7d"),
         }
 
-    def _new_runner(self, book: AlertBook, *, live: bool) -> PipelineRunner:
-        """A pipeline runner with the config's settings; a live one forgets
-        incidents ``[pipeline] keep`` after their end, a replay keeps all."""
+    def _live_keep_ms(self) -> int:
+        """``[pipeline] keep``: how long the live pipeline keeps an incident after its end."""
         cfg = self._pipeline_settings()
         keep_ms = cfg["keep_ms"]
         least = cfg["quiet_ms"] + self.config.dedup_window_ms
-        if live and keep_ms < least:
+        if keep_ms < least:
             from obscore.durations import format_duration
 
             raise ConfigError(
@@ -1364,13 +1363,19 @@ class Engine:
                 f"pipeline.quiet plus the dedup window ({format_duration(least)}): "
                 "incidents and alerts that can still grow would be forgotten"
             )
+        return keep_ms
+
+    def _new_runner(self, book: AlertBook, *, live: bool) -> PipelineRunner:
+        """A pipeline runner with the config's settings; a live one forgets
+        incidents ``[pipeline] keep`` after their end, a replay keeps all."""
+        cfg = self._pipeline_settings()
         return PipelineRunner(
             step_ms=cfg["step_ms"],
             window_ms=self.config.zscore_window_ms,
             threshold=self.config.zscore_threshold,
             quiet_ms=cfg["quiet_ms"],
             change_lookback_ms=self.change_lookback_ms,
-            keep_ms=keep_ms if live else None,
+            keep_ms=self._live_keep_ms() if live else None,
             book=book,
         )
 
@@ -1587,7 +1592,7 @@ class Engine:
         runner = PipelineRunner.load(self.data_dir / "pipeline.pickle")
         if runner is None:
             return
-        runner.keep_ms = self._pipeline_settings()["keep_ms"]  # the config in force
+        runner.keep_ms = self._live_keep_ms()  # the config in force
         self._runner = runner
         self.alert_book = runner.book
         self.last_result = runner.result()
