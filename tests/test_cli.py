@@ -333,3 +333,18 @@ def test_a_plugin_that_cannot_be_imported_is_named(tmp_path, monkeypatch, capsys
     assert main(["eval", "nab", str(tmp_path), "--plugin", "no_such_plugin"]) == 2
     assert "no module named 'no_such_plugin'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_times_are_seconds_or_milliseconds_as_ingest_reads_them(tmp_path, capsys):
+    data = tmp_path / "d"
+    args = ["event", "--data", str(data), "--service", "db", "--kind", "deploy"]
+    assert main([*args, "--at", "1780000000"]) == 0
+    assert main([*args, "--at", "1780000000000"]) == 0  # the same time in ms
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("2026-05-28 20:26:40") and out[1].startswith("2026-05-28 20:26:40")
+    for bad in ("99999999999999999999", "-5", "inf"):
+        assert main([*args, "--at", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"obscore event: {bad!r} is") and "\n" not in err
+        assert main(["replay", "--data", str(data), "--from", bad]) == 2
+        assert capsys.readouterr().err.startswith(f"obscore replay: {bad!r} is")

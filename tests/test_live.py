@@ -261,3 +261,18 @@ def test_weeks_of_live_ticks_keep_the_state_bounded():
     ids = [i.id for i in runner.incidents]
     assert ids == list(range(runner.forgotten + 1, runner.forgotten + 1 + len(ids)))
     assert ids[-1] == days * 24 * H // every  # one incident a spike, numbered on
+
+
+def test_replay_without_from_starts_at_the_oldest_sample_in_blocks_too(day, tmp_path, capsys):
+    import json
+
+    from obscore.cli import main
+
+    with Engine(tmp_path) as engine:
+        engine.ingest(day.table, day.index)
+        assert engine.blocks.blocks("raw"), "5 hours of samples cut blocks"
+        assert engine.time_range() == (day.start_ms, day.end_ms - day.step_ms)
+    # a new process holds only what came after the last block in its hot tier
+    assert main(["replay", "--data", str(tmp_path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["start_ms"], out["end_ms"]) == (day.start_ms, day.end_ms - day.step_ms)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import math
 import sys
 import time
 from datetime import datetime, timezone
@@ -614,23 +615,35 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+_YEAR_10000_MS = 253_402_300_800_000
+
+
 def _parse_when(text: str | None) -> int | None:
-    """Milliseconds from unix seconds or an ISO 8601 time (UTC when no zone is given)."""
+    """Milliseconds from unix seconds or milliseconds (as ``ingest`` tells them
+    apart: under 1e10 is seconds) or an ISO 8601 time (UTC when no zone is given)."""
     if text is None:
         return None
     try:
-        return round(float(text) * 1000)
+        number = float(text)
     except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is not a time; give unix seconds or ISO 8601 such as 2026-01-01T10:00:00Z"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return round(when.timestamp() * 1000)
+        number = None
+    if number is not None:
+        if not math.isfinite(number):
+            raise ValueError(f"{text!r} is not a time; give unix seconds or milliseconds, or ISO 8601")
+        ms = round(number * 1000) if abs(number) < 1e10 else round(number)
+    else:
+        try:
+            when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a time; give unix seconds or ISO 8601 such as 2026-01-01T10:00:00Z"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        ms = round(when.timestamp() * 1000)
+    if not 0 <= ms < _YEAR_10000_MS:
+        raise ValueError(f"{text!r} is out of range: give a time from 1970 to the year 9999")
+    return ms
 
 
 def cmd_event(args: argparse.Namespace) -> int:
@@ -671,7 +684,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"obscore report: {exc}", file=sys.stderr)
         return 2
     try:
-        rng = engine.hot.time_range()
+        rng = engine.time_range()
         if rng is None:
             print(f"obscore report: no samples in {args.data}", file=sys.stderr)
             return 2
@@ -705,7 +718,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"obscore replay: {exc}", file=sys.stderr)
         return 2
     try:
-        rng = engine.hot.time_range()
+        rng = engine.time_range()
         if rng is None:
             print(f"obscore replay: no samples in {args.data}", file=sys.stderr)
             return 2

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from obscore.alert import Alert, AlertBook
@@ -1028,6 +1029,22 @@ class Engine:
         self._scrapers.append(scraper)
         scraper.start()
         return scraper
+
+    def time_range(self) -> tuple[int, int] | None:
+        """The oldest and newest sample times held in the hot tier and the raw
+        blocks on disk (the samples a replay can read), or None when empty."""
+        with self._lock:
+            self.flush()
+            spans = [self.hot.time_range()]
+            raw = self.blocks.blocks("raw") if self.blocks is not None else []
+            for block in (raw[:1] + raw[-1:]) if raw else []:  # oldest first
+                ts = pq.read_table(block.path, columns=["ts"])["ts"]
+                if len(ts):
+                    spans.append((pc.min(ts).as_py(), pc.max(ts).as_py()))
+        spans = [s for s in spans if s is not None]
+        if not spans:
+            return None
+        return min(lo for lo, _ in spans), max(hi for _, hi in spans)
 
     def stats(self) -> dict[str, Any]:
         """The engine's own counters, as ``obscore.ingest.selfmetrics.render`` takes them."""
