@@ -22,6 +22,25 @@ def test_parse_duration_rejects_garbage(text):
         parse_duration(text)
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999d", "1001y", 10**20])
+def test_parse_duration_refuses_more_than_1000_years(text):
+    assert parse_duration("1000y") == 1000 * 365 * 86_400_000
+    with pytest.raises(ConfigError, match=r"is longer than 1000 years$"):
+        parse_duration(text)
+
+
+def test_a_silence_of_a_duration_too_long_is_refused_in_one_line(tmp_path, capsys):
+    from obscore.cli import main
+
+    (tmp_path / "d").mkdir()
+    args = ["silence", "--data", str(tmp_path / "d"), "--matcher", "service=api",
+            "--comment", "x", "--duration"]  # fmt: skip
+    assert main([*args, "99999999999999999999d"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith("'99999999999999999999d' is longer than 1000 years"), err
+    assert "\n" not in err
+
+
 def test_format_duration_round_trips():
     for ms in (1, 1000, 60_000, 5_400_000, 86_400_000 + 1):
         assert parse_duration(format_duration(ms)) == ms

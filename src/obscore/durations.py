@@ -17,6 +17,10 @@ _UNITS_MS = {
 }
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
 
+#: The longest duration taken: 1000 years, far past any retention or silence
+#: and far inside int64 milliseconds and the dates Python can print.
+MAX_MS = 1000 * _UNITS_MS["y"]
+
 
 def parse_duration(text: str | int) -> int:
     """Return a duration in milliseconds.
@@ -35,7 +39,8 @@ def parse_duration(text: str | int) -> int:
     Raises
     ------
     ConfigError
-        When the text is not a duration.
+        When the text is not a duration, or one longer than 1000 years
+        (:data:`MAX_MS`).
 
     Examples
     --------
@@ -49,7 +54,7 @@ def parse_duration(text: str | int) -> int:
     if isinstance(text, int):
         if text < 0:
             raise ConfigError(f"duration must be non-negative, got {text!r}")
-        return text
+        return _at_most_max(text, text)
     s = str(text).strip()
     pos, total = 0, 0
     for match in _PART.finditer(s):
@@ -59,7 +64,13 @@ def parse_duration(text: str | int) -> int:
         pos = match.end()
     if pos != len(s) or not s:
         raise ConfigError(f"{text!r} is not a duration; use e.g. '5m' or '300s'")
-    return total
+    return _at_most_max(total, text)
+
+
+def _at_most_max(ms: int, text: str | int) -> int:
+    if ms > MAX_MS:
+        raise ConfigError(f"duration {text!r} is longer than 1000 years")
+    return ms
 
 
 def format_duration(ms: int) -> str:
