@@ -336,7 +336,10 @@ def test_a_plugin_that_cannot_be_imported_is_named(tmp_path, monkeypatch, capsys
 
 
 def test_times_are_seconds_or_milliseconds_as_ingest_reads_them(tmp_path, capsys):
+    from obscore import Engine
+
     data = tmp_path / "d"
+    Engine(data).close()
     args = ["event", "--data", str(data), "--service", "db", "--kind", "deploy"]
     assert main([*args, "--at", "1780000000"]) == 0
     assert main([*args, "--at", "1780000000000"]) == 0  # the same time in ms
@@ -348,3 +351,30 @@ def test_times_are_seconds_or_milliseconds_as_ingest_reads_them(tmp_path, capsys
         assert err.startswith(f"obscore event: {bad!r} is") and "\n" not in err
         assert main(["replay", "--data", str(data), "--from", bad]) == 2
         assert capsys.readouterr().err.startswith(f"obscore replay: {bad!r} is")
+
+
+@pytest.mark.parametrize("command", ["demo", "report"])
+def test_an_out_that_is_a_file_is_refused_before_any_work(command, tmp_path, capsys):
+    from obscore import Engine
+
+    with Engine(tmp_path / "d") as engine:  # a store with a range to report on
+        cpu = engine.gauge("cpu_usage").labels(host="h", service="s", region="r")
+        cpu.set(1.0, ts_ms=1_780_000_000_000)
+        cpu.set(2.0, ts_ms=1_780_000_060_000)
+    taken = tmp_path / "notes.md"
+    taken.write_text("mine\n")
+    extra = ["--data", str(tmp_path / "d")] if command == "report" else []
+    assert main([command, *extra, "--out", str(taken)]) == 2
+    assert capsys.readouterr().err == f"obscore {command}: --out {taken} is not a folder\n"
+    assert taken.read_text() == "mine\n"
+
+
+@pytest.mark.parametrize("command", ["replay", "report"])
+def test_a_folder_that_holds_no_store_is_not_written_into(command, tmp_path, capsys):
+    (tmp_path / "a.csv").write_text("timestamp,value\n1780000000,1\n")
+    assert main([command, "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore {command}: {str(tmp_path)!r} is not an obscore data directory "
+        "(no wal.log or series.parquet in it)\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]

@@ -43,6 +43,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 2
     t0 = time.perf_counter()
     out_dir = Path(args.out)
+    if not _out_dir_ready(out_dir, "demo"):
+        return 2
     steps = tqdm(total=5, desc="demo", unit="step", file=sys.stderr, disable=args.quiet)
     steps.set_postfix_str("simulating the platform")
     sim = simulate(seed=args.seed, hours=args.hours)
@@ -187,11 +189,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
         print(f"obscore detect: --out {args.out} would overwrite the input {clash}; "
               "give another folder", file=sys.stderr)
         return 2
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        what = "is not a folder" if out_dir.exists() else f"cannot be made: {exc.strerror}"
-        print(f"obscore detect: --out {args.out} {what}", file=sys.stderr)
+    if not _out_dir_ready(out_dir, "detect"):
         return 2
     status = 2 if missing else 0
     total_alerts = bad = scored = 0
@@ -273,26 +271,32 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from obscore.engine import Engine
     from obscore.errors import ObscoreError
 
-    from obscore.ingest.files import walk_sample_files
+    from obscore.ingest.files import WALKED_SUFFIXES, walk_sample_files
 
-    if args.dry_run:  # validated too: a run with this config would fail on it
-        load_config(args.config)
+    config = load_config(args.config)  # a dry run checks it too, and the metrics against it
     paths = walk_sample_files(args.paths)
     sizes = {p: (0 if p == "-" else os.path.getsize(p)) for p in paths if p == "-" or os.path.isfile(p)}
     missing = [p for p in paths if p not in sizes]
     for path in missing:
         print(f"{path}: no such file", file=sys.stderr)
+    empty = [p for p in args.paths if os.path.isdir(p) and not walk_sample_files([p])]
+    for folder in empty:
+        print(f"{folder}: no sample files in this folder ({', '.join(sorted(WALKED_SUFFIXES))})",
+              file=sys.stderr)
+        missing.append(folder)
+    if not sizes:
+        return 2  # nothing to read: no data directory is made either
     total = sum(sizes.values())
     # a bar by bytes, for inputs large enough to wait for
     bar = tqdm(total=total, desc="ingest", unit="B", unit_scale=True, unit_divisor=1024,
                file=sys.stderr, disable=args.quiet or total < _PROGRESS_BYTES)
     status = 2 if missing else 0
-    engine = None if args.dry_run else Engine(args.data, config=args.config)
+    engine = None if args.dry_run else Engine(args.data, config=config)
     try:
         for path, size in sizes.items():
             done = bar.n
             try:
-                status = max(status, _ingest_file(args, engine, path, bar.update))
+                status = max(status, _ingest_file(args, engine, config, path, bar.update))
             except (ObscoreError, OSError) as exc:
                 message = str(exc)
                 print(message if message.startswith(path) else f"{path}: {message}", file=sys.stderr)
@@ -309,11 +313,16 @@ _PROGRESS_BYTES = 1 << 20  # inputs from 1 MiB on get a progress bar
 _PROBLEMS_SHOWN = 20
 
 
-def _ingest_file(args: argparse.Namespace, engine, path: str, on_read) -> int:
-    """Read (and, with an engine, store) one file; 0 when all went well, else 2."""
+def _ingest_file(args: argparse.Namespace, engine, config, path: str, on_read) -> int:
+    """Read (and, with an engine, store) one file; 0 when all went well, else 2.
+
+    A file that stores nothing while it drops rows (bad rows, undeclared
+    metrics, samples too old, ...) fails; so does a dry run of a file with
+    bad rows.  A dry run names the undeclared metrics a real run would drop.
+    """
     import warnings
 
-    from obscore.errors import DroppedDataWarning, UnknownMetricError
+    from obscore.errors import DroppedDataWarning
     from obscore.ingest.files import SampleFile
     from obscore.model import MetricKind, MetricSpec
 
@@ -327,22 +336,16 @@ def _ingest_file(args: argparse.Namespace, engine, path: str, on_read) -> int:
         batches = iter(list(batches))  # a bad row refuses the whole file
     seen = []  # a dry run's (series, ts, value bits), to count exact repeats
     for batch in batches:
-        if engine is None:
-            seen.append(batch.select(["series_id", "ts", "value"]))
-            continue
         if args.declare:
             specs = {s.name: s for s in reader.specs}
             for name in reader.index.metric_names:
-                if not engine._is_declared(name):
+                if config.spec_of(name) is None:
                     labels = sorted({k for sid in reader.index.ids(name) for k in reader.index.labels(sid)})
                     spec = specs.get(name, MetricSpec(name, MetricKind.GAUGE, tuple(labels)))
-                    engine.config.metrics.setdefault(spec.name, spec)
-        unknown = [n for n in reader.index.metric_names if not engine._is_declared(n)]
-        if unknown:
-            raise UnknownMetricError(
-                f"undeclared metrics {unknown[:5]!r}{' and more' if len(unknown) > 5 else ''}; "
-                "declare them in the config or pass --declare"
-            )
+                    config.metrics.setdefault(spec.name, spec)
+        if engine is None:
+            seen.append(batch.select(["series_id", "ts", "value"]))
+            continue
         refused_before = engine.guard.n_dropped
         with warnings.catch_warnings():  # the drops are reported below, per file
             warnings.simplefilter("ignore", DroppedDataWarning)
@@ -356,10 +359,16 @@ def _ingest_file(args: argparse.Namespace, engine, path: str, on_read) -> int:
         print(problem, file=sys.stderr)
     if len(reader.problems) > _PROBLEMS_SHOWN:
         print(f"{path}: {len(reader.problems) - _PROBLEMS_SHOWN} more bad rows", file=sys.stderr)
+    unknown = [n for n in reader.index.metric_names if config.spec_of(n) is None]
+    if unknown:
+        print(f"{path}: undeclared metrics {unknown[:5]!r}{' and more' if len(unknown) > 5 else ''}"
+              f"{' would be' if engine is None else ' were'} dropped; declare them in the "
+              "config or pass --declare", file=sys.stderr)
     n_bad = len(reader.problems)
     if engine is None:
         if n_bad:
             print(f"{path}: invalid {reader.format}: {n_bad} bad rows of {reader.n_rows}", file=sys.stderr)
+        if n_bad:
             return 2
         repeats = _exact_repeats(seen)
         print(f"{path}: valid {reader.format} ({reader.layout} layout), {reader.n_rows} samples "
@@ -368,14 +377,15 @@ def _ingest_file(args: argparse.Namespace, engine, path: str, on_read) -> int:
         return 0
     if n_bad:
         dropped["bad_row"] = n_bad
+    n_dropped = sum(dropped.values())
     detail = ", ".join(f"{n} {reason}" for reason, n in dropped.items())
     # a repeat of a stored sample (same series, time and value) is kept once, silently
-    repeats = reader.n_rows - stored - sum(dropped.values())
-    print(f"{path}: {stored} samples stored, {sum(dropped.values())} dropped"
+    repeats = reader.n_rows - stored - n_dropped
+    print(f"{path}: {stored} samples stored, {n_dropped} dropped"
           f"{f' ({detail})' if detail else ''}"
           f"{f', {repeats} exact repeats of stored samples' if repeats > 0 else ''}")
-    # a file with bad rows and nothing good in it is a failure, not a no-op
-    return 2 if n_bad and stored == 0 and n_bad == reader.n_rows else 0
+    # rows refused and nothing new kept is a failure, not a no-op
+    return 2 if n_dropped and stored == 0 else 0
 
 
 def _exact_repeats(tables) -> int:
@@ -675,7 +685,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from obscore.errors import ObscoreError
     from obscore.report import write_html_report
 
-    if not _data_dir_exists(args, "report"):
+    if not _data_dir_exists(args, "report", samples=True):
         return 2
     try:
         start, end = _parse_when(args.from_), _parse_when(args.to)
@@ -693,6 +703,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         if end <= start:
             print(f"obscore report: --to {_when(end)} is not after --from {_when(start)}", file=sys.stderr)
             return 2
+        if not _out_dir_ready(Path(args.out), "report"):
+            return 2
         result = engine.run_pipeline(start, end)
         path = write_html_report(engine, Path(args.out), start, end)
     finally:
@@ -709,7 +721,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from obscore.engine import Engine
     from obscore.errors import ObscoreError
 
-    if not _data_dir_exists(args, "replay"):
+    if not _data_dir_exists(args, "replay", samples=True):
         return 2
     try:
         start, end = _parse_when(args.from_), _parse_when(args.to)
@@ -825,12 +837,38 @@ def _add_pipeline_commands(sub) -> None:
     ack.set_defaults(func=cmd_ack)
 
 
-def _data_dir_exists(args: argparse.Namespace, command: str) -> bool:
-    """Whether ``--data`` names a directory; if not, say so (a typo must not make a new one)."""
-    if Path(args.data).is_dir():
-        return True
-    print(f"obscore {command}: data directory {args.data!r} does not exist", file=sys.stderr)
-    return False
+def _out_dir_ready(out_dir: Path, command: str) -> bool:
+    """Make ``--out`` (a folder) before any work; if it cannot be, say why in one line."""
+    what = None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        what = "is not a folder" if out_dir.exists() else f"cannot be made: {exc.strerror}"
+    else:
+        probe = out_dir / ".obscore-write-test"
+        try:
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            what = f"cannot be written: {exc.strerror}"
+    if what is not None:
+        print(f"obscore {command}: --out {out_dir} {what}", file=sys.stderr)
+    return what is None
+
+
+def _data_dir_exists(args: argparse.Namespace, command: str, *, samples: bool = False) -> bool:
+    """Whether ``--data`` names a directory (with ``samples``: one an engine
+    has stored samples in); if not, say so: a typo must not make a new one,
+    and a command that reads must not write a store into another folder."""
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"obscore {command}: data directory {args.data!r} does not exist", file=sys.stderr)
+        return False
+    if samples and not any((data / name).exists() for name in ("wal.log", "series.parquet")):
+        print(f"obscore {command}: {args.data!r} is not an obscore data directory "
+              "(no wal.log or series.parquet in it)", file=sys.stderr)
+        return False
+    return True
 
 
 def _alert_state_dir(args: argparse.Namespace, command: str) -> Path | None:

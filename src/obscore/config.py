@@ -57,6 +57,17 @@ class Config:
     scrape_targets: tuple[ScrapeTarget, ...] = ()
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    def spec_of(self, name: str) -> MetricSpec | None:
+        """The declared spec of a series name (a histogram's ``_bucket``,
+        ``_sum`` and ``_count`` map to it), or None when it is undeclared."""
+        spec = self.metrics.get(name)
+        if spec is None:
+            for suffix in ("_bucket", "_sum", "_count"):
+                base = self.metrics.get(name.removesuffix(suffix))
+                if name.endswith(suffix) and base is not None and base.is_histogram:
+                    return base
+        return spec
+
 
 class ScrapeTarget(NamedTuple):
     """One target of a ``[[scrape]]`` table: where, how often, with what labels."""

@@ -424,12 +424,8 @@ class Engine:
 
     def spec(self, name: str) -> MetricSpec:
         """The declared spec of a metric (``_bucket``/``_sum``/``_count`` map to it)."""
-        spec = self.config.metrics.get(name)
+        spec = self.config.spec_of(name)
         if spec is None:
-            for suffix in ("_bucket", "_sum", "_count"):
-                base = self.config.metrics.get(name.removesuffix(suffix))
-                if name.endswith(suffix) and base is not None and base.is_histogram:
-                    return base
             raise UnknownMetricError(
                 f"unknown metric {name!r}; declare it in the config "
                 f"(known: {', '.join(sorted(self.config.metrics))})"
@@ -744,11 +740,7 @@ class Engine:
             return result
 
     def _is_declared(self, name: str) -> bool:
-        try:
-            self.spec(name)
-            return True
-        except UnknownMetricError:
-            return False
+        return self.config.spec_of(name) is not None
 
     def _refuse_closed(self) -> None:
         raise EngineClosedError(

@@ -140,7 +140,7 @@ def test_dry_run_exits_2_naming_file_line_and_reason(tmp_path, capsys):
     good = tmp_path / "good.csv"
     good.write_text("timestamp,value\n2014-04-01 00:00:00,1\n")
 
-    assert main(["ingest", "--dry-run", str(good), str(bad)]) == 2
+    assert main(["ingest", "--dry-run", "--declare", str(good), str(bad)]) == 2
     captured = capsys.readouterr()
     assert f"{good}: valid csv (narrow layout), 1 samples of 1 series" in captured.out
     assert captured.err.splitlines() == [
@@ -191,8 +191,8 @@ def test_ingest_keeps_good_rows_and_counts_the_bad_ones(tmp_path, capsys):
     data = tmp_path / "data"
     assert main(["ingest", str(path), "--data", str(data), "-q"]) == 2
     assert (
-        "undeclared metrics ['room_temp']; declare them in the config or pass "
-        "--declare" in capsys.readouterr().err
+        f"{path}: undeclared metrics ['room_temp'] were dropped; declare them in the "
+        "config or pass --declare" in capsys.readouterr().err
     )
     config = _config(tmp_path, "room_temp")
     args = ["ingest", str(path), "--data", str(data), "--config", str(config), "-q"]
@@ -263,7 +263,7 @@ def test_progress_bar_counts_bytes_of_large_inputs(tmp_path, capsys):
 
     small = tmp_path / "small.csv"
     small.write_text("ts,value\n1700000000,1\n")
-    assert main(["ingest", "--dry-run", str(small)]) == 0
+    assert main(["ingest", "--dry-run", "--declare", str(small)]) == 0
     assert capsys.readouterr().err == ""  # no bar for small inputs
 
 
@@ -358,3 +358,48 @@ def test_exact_repeats_are_counted_by_the_dry_run_and_the_store_alike(tmp_path, 
     assert main(args) == 0  # the same file again: nothing new, nothing lost
     out = capsys.readouterr().out
     assert f"{path}: 0 samples stored, 0 dropped, 4 exact repeats of stored samples" in out
+
+
+def test_rows_of_undeclared_metrics_are_dropped_and_the_rest_kept(tmp_path, capsys):
+    path = tmp_path / "long.csv"
+    path.write_text(
+        "ts,metric,host,service,value\n"
+        f"{T0},cpu_usage,a,web,1\n{T0},room_temp,a,web,20\n{T0 + 10_000},cpu_usage,a,web,2\n"
+    )
+    assert main(["ingest", "--dry-run", str(path)]) == 0
+    assert capsys.readouterr().err == (
+        f"{path}: undeclared metrics ['room_temp'] would be dropped; declare them in "
+        "the config or pass --declare\n"
+    )
+    data = tmp_path / "data"
+    assert main(["ingest", str(path), "--data", str(data), "-q"]) == 0
+    captured = capsys.readouterr()
+    assert f"{path}: 2 samples stored, 1 dropped (1 unknown_metric)" in captured.out
+    assert "undeclared metrics ['room_temp'] were dropped" in captured.err
+    assert [(n, v) for n, _, _, v in _stored(data)] == [("cpu_usage", 1.0), ("cpu_usage", 2.0)]
+
+
+def test_a_file_that_stores_nothing_and_drops_rows_fails(tmp_path, capsys):
+    path = tmp_path / "cpu_usage.csv"
+    path.write_text(f"timestamp,value\n{T0 + 3_600_000},1\n")
+    late = tmp_path / "late.csv"
+    late.write_text(f"timestamp,value\n{T0},1\n")  # an hour before: too old
+    data = tmp_path / "data"
+    assert main(["ingest", str(path), "--data", str(data), "--metric", "cpu_usage"]) == 0
+    assert main(["ingest", str(late), "--data", str(data), "--metric", "cpu_usage"]) == 2
+    assert f"{late}: 0 samples stored, 1 dropped (1 too_old)" in capsys.readouterr().out
+    # all rows repeats of stored samples: nothing refused, nothing to fail
+    assert main(["ingest", str(path), "--data", str(data), "--metric", "cpu_usage"]) == 0
+
+
+def test_nothing_to_read_makes_no_data_directory(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    data = tmp_path / "data"
+    assert main(["ingest", str(tmp_path / "nosuch.csv"), "--data", str(data)]) == 2
+    assert main(["ingest", str(tmp_path / "empty"), "--data", str(data)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path / 'nosuch.csv'}: no such file",
+        f"{tmp_path / 'empty'}: no sample files in this folder (.arrow, .arrows, .csv, "
+        ".feather, .ipc, .om, .parquet, .pq, .prom)",
+    ]
+    assert not data.exists()
