@@ -195,6 +195,10 @@ def test_eval_grouping_runs_the_seeds_asked_for(capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["runs"] == 2
     assert [r["seed"] for r in result["per_run"]] == [37, 38]
+    assert main(["eval", "grouping", "-", "--cases", "1", "--seed", "37", "-q"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("grouping over 1 runs (seeds 37-37): ")
+    assert lines[-1].startswith("worst run: seed 37, precision ")
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,11 @@ def test_the_shipped_config_and_the_configs_of_the_docs_load(tmp_path):
         # the example's callable names a user's package, not one installed here
         path.write_text(block.replace('callable = "mypkg.ops:scale_out"', 'callable = "os:getcwd"'))
         load_config(path)
+
+
+def test_a_bad_pipeline_duration_is_named_with_its_file_when_loaded(tmp_path):
+    path = tmp_path / "obscore.toml"
+    path.write_text('[pipeline]\nsettle = "abc"\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}, pipeline.settle: 'abc' is not a duration; use e.g. '5m' or '300s'"

@@ -558,9 +558,22 @@ def _eval_grouping(args: argparse.Namespace) -> int:
     bar = tqdm(total=runs, desc="grouping", unit="run", file=sys.stderr, disable=args.quiet)
     result = evaluate_grouping(runs, seed=args.seed, progress=bar.update)
     bar.close()
-    if not args.json:
-        result.pop("per_run")
-    print(json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    worst = result["worst"]
+    print(
+        f"grouping over {result['runs']} runs (seeds {args.seed}-{args.seed + runs - 1}): "
+        f"{result['anomalies']} anomalies, {result['attributed']} attributed to "
+        f"{result['injected_with_anomalies']} injected incidents\n"
+        f"pairwise precision {result['precision']:.3f} (mean of runs "
+        f"{result['mean_precision']:.3f}), recall {result['recall']:.3f} (mean of runs "
+        f"{result['mean_recall']:.3f})\n"
+        f"injected incidents split into more than 2: {result['split_over_2']} "
+        f"(largest split {result['max_split']})\n"
+        f"worst run: seed {worst['seed']}, precision {worst['precision']:.3f}, "
+        f"recall {worst['recall']:.3f}"
+    )
     return 0
 
 
@@ -781,7 +794,9 @@ def cmd_ack(args: argparse.Namespace) -> int:
     from obscore.alert.escalate import STATE_PART, append_ack
     from obscore.alert.state import StateDir
 
-    state_dir = Path(args.data) / "alerts"
+    state_dir = _alert_state_dir(args, "ack")
+    if state_dir is None:
+        return 2
     known = StateDir(state_dir).load(STATE_PART, {}).get("tracks", {}) if state_dir.is_dir() else {}
     matches = [fp for fp in known if fp.startswith(args.fingerprint)] if args.fingerprint else []
     if len(matches) != 1:

@@ -322,6 +322,12 @@ def _build(raw: dict[str, Any], source: str) -> Config:
     from obscore.alert.lifecycle import validate_config  # deferred: alert imports stay light
 
     validate_config(raw, source)  # [[alerts.rules]], [alerts.routing], [[remediation.actions]]
+    # read where they are used; checked here so that a bad one is named with its file at once
+    for key in ("step", "settle", "catch_up", "quiet", "interval", "change_lookback", "keep"):
+        if key in raw.get("pipeline", {}):
+            duration(f"pipeline.{key}", "0s")
+    if "resolve_after" in raw.get("escalation", {}):
+        duration("escalation.resolve_after", "0s")
     return Config(
         metrics=metrics,
         hot_capacity=int(number("store.hot_capacity", 8640, 1, 1e9)),
