@@ -382,3 +382,16 @@ def test_a_folder_that_holds_no_store_is_not_written_into(command, tmp_path, cap
         "(no wal.log or series.parquet in it)\n"
     )
     assert [p.name for p in tmp_path.iterdir()] == ["a.csv"]
+
+
+def test_serve_on_a_taken_port_says_so_without_claiming_to_listen(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--data", str(tmp_path / "d")]) == 2
+    assert capsys.readouterr().err == (
+        f"obscore serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    )

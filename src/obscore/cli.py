@@ -603,7 +603,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from obscore.engine import Engine
     from obscore.errors import ConfigError
-    from obscore.server import create_app, is_loopback, serve
+    from obscore.server import check_listen, create_app, is_loopback, serve
     from obscore.server.simulate import fill_from_simulation, simulated_catalogue
 
     token = args.token or os.environ.get("OBSCORE_TOKEN") or None
@@ -628,6 +628,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     try:
         if token or is_loopback(args.host):  # else serve refuses, below
+            check_listen(args.host, args.port)
             print(f"obscore serve: listening on http://{args.host}:{args.port}", file=sys.stderr)
         serve(app, args.host, args.port, token=token)
     except ConfigError as exc:

@@ -37,6 +37,21 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
 
 
+def check_listen(host: str, port: int) -> None:
+    """Raise ConfigError naming the address when nothing can listen on it now
+    (the port is taken, the host is no address of this machine)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
 def serve(
     app: Any, host: str = "127.0.0.1", port: int = 9464, *, token: str | None = None
 ) -> None:
@@ -55,6 +70,7 @@ def serve(
             f"refusing to listen on {host!r} without a token: it is not a loopback "
             "address; pass --token (or listen on 127.0.0.1)"
         )
+    check_listen(host, port)
     logger.info(
         "serving on http://%s:%d (token %s)", host, port, "required" if token else "off"
     )
