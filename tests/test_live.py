@@ -276,3 +276,21 @@ def test_replay_without_from_starts_at_the_oldest_sample_in_blocks_too(day, tmp_
     assert main(["replay", "--data", str(tmp_path), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert (out["start_ms"], out["end_ms"]) == (day.start_ms, day.end_ms - day.step_ms)
+
+
+def test_diagnose_takes_a_replays_result_and_events_of_services_out_of_the_catalogue(day):
+    bad = day.incidents[0]  # recommend's bad deploy in eu-west
+    engine = Engine()  # no catalogue: recommend is named only by its series and its event
+    engine.ingest(day.table, day.index)
+    engine.record_event("recommend", "deploy", "v42", ts_ms=bad.start_ms - M, region="eu-west")
+    replay = engine.replay(day.start_ms, day.end_ms - 1)
+    assert engine.last_result is None
+    (inc,) = [
+        i for i in replay.incidents
+        if bad.start_ms <= i.start_ms < bad.start_ms + 5 * M and "recommend" in i.services
+    ]  # fmt: skip
+    with pytest.raises(RuntimeError, match="pass the result of replay as result="):
+        engine.diagnose(inc)
+    diag = engine.diagnose(inc, result=replay)
+    moved = [c for c in diag.candidates if c.service == "recommend" and c.evidence["anomalous"]]
+    assert moved and all(c.evidence["change"] == 1.0 for c in moved)

@@ -63,7 +63,7 @@ def test_change_event_before_anomaly_is_named_in_its_context():
     cat.record_event(-2 * M, "feed", "deploy", "v42", region="eu")
     cat.record_event(-3 * 3_600_000, "feed", "deploy", "too old")
     (a,) = enrich([_a("feed", 0)], cat, SPECS)
-    assert a.context["changes"] == ["deploy of feed in eu: v42"]
+    assert a.context["changes"] == ["deploy of feed in eu: v42 (2m before)"]
     assert a.context["owner"] == "feed-team" and a.context["downstream"] == ["db"]
 
 
@@ -121,7 +121,10 @@ def _deploy_day(tmp_path, config=None):
 
 def test_incident_right_after_a_recorded_deploy_names_that_deploy(tmp_path):
     engine, bad, inc = _deploy_day(tmp_path)
-    named = [a for a in inc.anomalies if "deploy of recommend in eu-west: v42" in a.context["changes"]]
+    named = [
+        a for a in inc.anomalies
+        if any(c.startswith("deploy of recommend in eu-west: v42 (") for c in a.context["changes"])
+    ]  # fmt: skip
     assert named, [a.context["changes"] for a in inc.anomalies]
     assert all("v41" not in c for a in inc.anomalies for c in a.context["changes"])  # 3h old
     alerts = [al for al in engine.alerts() if al.incident_id == inc.id]

@@ -1288,18 +1288,36 @@ class Engine:
     def alerts(self) -> list[Alert]:
         return list(self.alert_book.alerts)
 
-    def diagnose(self, incident: Incident) -> Diagnosis:
+    def diagnose(self, incident: Incident, result: PipelineResult | None = None) -> Diagnosis:
         """Rank the candidate causes of ``incident`` by posterior probability.
 
+        Parameters
+        ----------
+        incident : Incident
+            An incident the pipeline found.
+        result : PipelineResult, optional
+            The run that found it, whose signals are read (what
+            :meth:`replay` returns); by default the engine's last run
+            (:meth:`run_pipeline` or :meth:`tick`).
+
+        Notes
+        -----
         With a data directory, past diagnosed incidents in
         ``incidents.jsonl`` whose symptoms match this one are evidence for
         their cause, and this diagnosis is recorded there in turn (see
-        :mod:`obscore.diagnose.history`).
+        :mod:`obscore.diagnose.history`).  Change events count for every
+        service they name, in the catalogue or not.
         """
-        if self.last_result is None:
-            raise RuntimeError("run the pipeline before diagnosing an incident")
+        result = result if result is not None else self.last_result
+        if result is None:
+            raise RuntimeError(
+                "no pipeline run to read the incident's signals from: run the pipeline "
+                "(run_pipeline or tick) first, or pass the result of replay as result="
+            )
+        signals = result.signals
         cfg = self.config
         dependencies = self.catalogue.dependencies() or None
+        named = {*self.catalogue.services, *(e.service for e in self.catalogue.events)}
         changes = {
             name: [
                 str(e)
@@ -1307,7 +1325,7 @@ class Engine:
                     incident.start_ms, self.change_lookback_ms, [name]
                 )
             ]
-            for name in self.catalogue.services
+            for name in named
         }
         history = self.incident_history
         past: list[tuple[str, str, float]] = []
@@ -1315,11 +1333,11 @@ class Engine:
         if history is not None:
             from obscore.diagnose.history import incident_key, incident_symptoms
 
-            symptoms = incident_symptoms(incident, self.last_result.signals, dependencies, changes)
+            symptoms = incident_symptoms(incident, signals, dependencies, changes)
             past = history.evidence(symptoms, exclude=incident_key(incident))
         diag = diagnose(
             incident,
-            self.last_result.signals,
+            signals,
             dependencies,
             correlation_window_ms=cfg.correlation_window_ms,
             min_correlation=cfg.min_correlation,

@@ -19,6 +19,7 @@ from obscore.alert import Alert, AlertBook
 from obscore.catalogue import Catalogue
 from obscore.correlate import group_anomalies
 from obscore.detect.ensemble import ZScoreEnsembleDetector
+from obscore.durations import format_duration
 from obscore.model import LabelSet, MetricKind, MetricSpec, SeriesIndex, sample_table
 from obscore.store.hot import is_stale
 from obscore.store.query import DEFAULT_LOOKBACK_MS, QueryEngine
@@ -392,7 +393,8 @@ def enrich(
     series' ``host`` or ``instance`` label, "unknown" without one) and
     ``hosts`` (the service's hosts in the catalogue), ``upstream`` and
     ``downstream`` services, ``changes`` (change events of the service or
-    its neighbours within ``change_lookback_ms`` before the start), and the
+    its neighbours within ``change_lookback_ms`` before the start, each with
+    how long before, as ``deploy of feed in eu: v42 (2m before)``), and the
     metric's ``kind``, ``unit`` and ``group``.  A series with no catalogue
     entry gets ``owner`` and ``tier`` "unknown"; a series with a host but no
     service label gets the service the catalogue lists that host under, and
@@ -424,8 +426,9 @@ def enrich(
         }
         if catalogue is not None:
             near = {svc, *ctx["upstream"], *ctx["downstream"]} if svc else None
-            ctx["changes"] = [
-                str(e) for e in catalogue.events_before(a.start_ms, change_lookback_ms, near)
+            ctx["changes"] = [  # with how long before the anomaly: two deploys differ
+                f"{e} ({format_duration(a.start_ms - e.ts)} before)"
+                for e in catalogue.events_before(a.start_ms, change_lookback_ms, near)
                 if e.region in (None, a.region) or a.region is None
             ]
         out.append(replace(a, context=ctx))
