@@ -427,7 +427,7 @@ def enrich(
         if catalogue is not None:
             near = {svc, *ctx["upstream"], *ctx["downstream"]} if svc else None
             ctx["changes"] = [  # with how long before the anomaly: two deploys differ
-                f"{e} ({format_duration(a.start_ms - e.ts)} before)"
+                f"{e} ({format_duration((a.start_ms - e.ts) // 1000 * 1000)} before)"
                 for e in catalogue.events_before(a.start_ms, change_lookback_ms, near)
                 if e.region in (None, a.region) or a.region is None
             ]
