@@ -222,6 +222,12 @@ def test_invalid_alerts_are_dropped_and_the_rest_kept():
     ):
         n = r.post([{"labels": {}}, _fire("A"), {"labels": {"1x": "y"}}], 0)
     assert n == 1
+    with pytest.warns(
+        DroppedDataWarning,
+        match="2 alert\\(s\\) dropped, first: labels must be an object of name: value pairs, got 'x'",
+    ):
+        n = r.post([{"labels": "x"}, _fire("B"), {"labels": {"a": "b"}, "annotations": [1]}], 0)
+    assert n == 1
 
 
 # --- silences and inhibition ---

@@ -759,6 +759,14 @@ def _alert_order(a: AlertRecord, b: AlertRecord) -> int:
 _ORDER_KEY = functools.cmp_to_key(_alert_order)
 
 
+def _string_map(item: Mapping[str, Any], key: str) -> dict[str, str]:
+    """An alert's ``labels`` or ``annotations``: an object of names to values."""
+    value = item.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{key} must be an object of name: value pairs, got {value!r:.60}")
+    return {str(k): str(v) for k, v in value.items()}
+
+
 class Router:
     """Route, group, silence and inhibit alerts; produce notifications on a clock.
 
@@ -921,10 +929,8 @@ class Router:
             annotations = {"summary": item.summary, **item.annotations}
             start_ms, end_ms, url = item.start_ms, None, ""
         else:
-            labels = {str(k): str(v) for k, v in (item.get("labels") or {}).items()}
-            annotations = {
-                str(k): str(v) for k, v in (item.get("annotations") or {}).items()
-            }
+            labels = _string_map(item, "labels")
+            annotations = _string_map(item, "annotations")
             start_ms = _time_field(item, "startsAt", "start_ms")
             end_ms = _time_field(item, "endsAt", "end_ms")
             url = str(item.get("generatorURL", ""))
