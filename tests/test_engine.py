@@ -179,3 +179,15 @@ def test_writes_after_close_are_refused_and_reads_still_work(tmp_path):
     t = eng.query("cpu_usage", start_ms=T0, end_ms=T0, step_ms=1)
     assert t["value"].to_pylist() == [1.0]
     eng.close()  # a second close is harmless
+
+
+@pytest.mark.parametrize("name", ["samples.parquet", "series.parquet"])
+def test_a_damaged_checkpoint_is_named_and_left_alone(name, tmp_path):
+    from obscore.errors import StoreError
+
+    with Engine(tmp_path) as engine:
+        engine.gauge("cpu_usage").labels(host="a", service="web").set(1.0, ts_ms=1_000)
+    (tmp_path / name).write_bytes(b"not parquet")
+    with pytest.raises(StoreError, match=rf"^{tmp_path / name} cannot be read \(ArrowInvalid: "):
+        Engine(tmp_path)
+    assert (tmp_path / name).read_bytes() == b"not parquet"

@@ -35,6 +35,7 @@ from obscore.errors import (
     DroppedDataWarning,
     EngineClosedError,
     InvalidSampleError,
+    StoreError,
     UnknownMetricError,
 )
 from obscore.ingest.limits import CardinalityGuard
@@ -1635,7 +1636,7 @@ class Engine:
         idx_path = self.data_dir / "series.parquet"
         raw_path = self.data_dir / "samples.parquet"
         if idx_path.exists():
-            t = pq.read_table(idx_path)
+            t = _read_checkpoint(idx_path, "the series index")
             for name, labels in zip(t["name"].to_pylist(), t["labels"].to_pylist()):
                 self.index.add(name, dict(labels))
         self.blocks = BlockStore(self.data_dir / "blocks", TierSettings.from_config(self.config))
@@ -1643,7 +1644,7 @@ class Engine:
         for sid, floor in self.blocks.floors.items():
             self.hot.set_floor(sid, floor)
         if raw_path.exists():
-            self.hot.ingest(pq.read_table(raw_path))
+            self.hot.ingest(_read_checkpoint(raw_path, "the samples checkpointed at the last close"))
         self._api_services.update(self.catalogue.load_services(self.data_dir / "services.json"))
         self._refresh_events()
         self.wal = WriteAheadLog(self.data_dir / "wal.log", self.config.wal_fsync_ms)
@@ -1706,6 +1707,17 @@ def _escalation_duration(config: Config, key: str, default: str) -> int:
         return parse_duration(value)
     except ConfigError as exc:
         raise ConfigError(f"escalation.{key}: {exc}") from None
+
+
+def _read_checkpoint(path: Path, holds: str) -> pa.Table:
+    """A checkpoint file of the data directory, or StoreError naming it."""
+    try:
+        return pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise StoreError(
+            f"{path} cannot be read ({type(exc).__name__}: {exc}); it holds {holds}: "
+            "restore it from a backup, or move it away to open the directory without it"
+        ) from exc
 
 
 def _write_atomic(table: pa.Table, path: Path) -> None:

@@ -39,6 +39,10 @@ class EngineClosedError(ObscoreError, RuntimeError):
     """A write to an engine whose data directory was closed."""
 
 
+class StoreError(ObscoreError, OSError):
+    """A file of a data directory cannot be read; the message names it."""
+
+
 class UnsupportedQueryError(ObscoreError, ValueError):
     """A query uses a construct obscore does not evaluate; the message names it."""
 
