@@ -395,3 +395,25 @@ def test_serve_on_a_taken_port_says_so_without_claiming_to_listen(tmp_path, caps
     assert capsys.readouterr().err == (
         f"obscore serve: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     )
+
+
+def test_a_dropped_data_warning_is_one_line_without_obscores_source(tmp_path):
+    import subprocess
+    import sys
+
+    config = tmp_path / "obscore.toml"
+    config.write_text("[limits]\nseries_per_metric = 2\n")
+    path = tmp_path / "many.csv"
+    path.write_text(
+        "ts,metric,host,service,value\n"
+        + "".join(f"1780000000,cpu_usage,h{i},web,1\n" for i in range(3))
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "obscore.cli", "ingest", str(path), "--data",
+         str(tmp_path / "d"), "--config", str(config), "-q"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == f"{path}: 2 samples stored, 1 dropped (1 series_limit)\n"
+    (line,) = run.stderr.splitlines()
+    assert line.startswith("WARNING obscore.ingest.limits: metric 'cpu_usage': label set")

@@ -8,6 +8,7 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -1132,10 +1133,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Logged(logging.Filter):
+    """Remembers the last lines the log printed, so a warning saying the same is not shown twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: deque[str] = deque(maxlen=64)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.lines.append(record.getMessage())
+        return True
+
+
+def _quiet_warnings(logged: _Logged) -> None:
+    """Show a Python warning as one line, without the file and line of obscore's
+    code that raised it, and not at all when the log has just said it."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = str(message)
+        if not any(text in seen for seen in logged.lines):
+            print(f"WARNING {category.__name__}: {text}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logged = _Logged()
+    for handler in logging.getLogger().handlers:
+        for old in [f for f in handler.filters if isinstance(f, _Logged)]:
+            handler.removeFilter(old)  # main() run again in one process
+        handler.addFilter(logged)
+    _quiet_warnings(logged)
     from obscore.errors import ObscoreError
 
     try:
