@@ -191,3 +191,8 @@ def test_a_damaged_checkpoint_is_named_and_left_alone(name, tmp_path):
     with pytest.raises(StoreError, match=rf"^{tmp_path / name} cannot be read \(ArrowInvalid: "):
         Engine(tmp_path)
     assert (tmp_path / name).read_bytes() == b"not parquet"
+
+
+def test_replay_refuses_a_range_that_ends_before_it_starts():
+    with pytest.raises(ValueError, match="replay: end_ms 1000 is before start_ms 2000"):
+        Engine().replay(2000, 1000)

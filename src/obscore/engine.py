@@ -1595,7 +1595,14 @@ class Engine:
         The result equals what :meth:`tick` produces live over the same
         range, ticked at any times (see :mod:`obscore.runner`); its
         ``alerts`` are all the alerts of the range.
+
+        Raises
+        ------
+        ValueError
+            When ``end_ms`` is before ``start_ms``.
         """
+        if end_ms < start_ms:
+            raise ValueError(f"replay: end_ms {end_ms} is before start_ms {start_ms}")
         self.flush()
         with self._lock:
             self._refresh_events()
