@@ -403,3 +403,21 @@ def test_nothing_to_read_makes_no_data_directory(tmp_path, capsys):
         ".feather, .ipc, .om, .parquet, .pq, .prom)",
     ]
     assert not data.exists()
+
+
+def test_metric_is_needed_for_stdin_and_refused_for_a_table_that_names_its_own(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"timestamp,value\n1780000000,1\n")))
+    assert main(["ingest", "--dry-run", "-"]) == 2
+    assert capsys.readouterr().err == (
+        "- line 1: a 'timestamp,value' table read from standard input needs --metric NAME "
+        "(a file's name gives it otherwise)\n"
+    )
+    path = tmp_path / "long.csv"
+    path.write_text(f"ts,metric,host,value\n{T0},cpu_usage,a,1\n")
+    assert main(["ingest", "--dry-run", "--metric", "memory_usage", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"{path} line 1: --metric 'memory_usage' names the metric of a 'timestamp,value' "
+        "table; this one has a 'metric' column, which names each row's\n"
+    )

@@ -384,7 +384,7 @@ class SampleFile:
             return fh.read(4096)
 
     def _fail(self, where: str, reason: str) -> InvalidSampleError:
-        return InvalidSampleError(f"{self.name} {where}: {reason}")
+        return InvalidSampleError(f"{self.name}{' ' + where if where else ''}: {reason}")
 
     def _exposition(self, raw: bytes) -> pa.Table:
         from obscore.ingest.exposition import parse
@@ -518,6 +518,12 @@ class SampleFile:
                     "metric of each row",
                 )
             self.layout = "narrow"
+            if self._metric is None and str(self.path) == "-":
+                raise self._fail(
+                    where,
+                    "a 'timestamp,value' table read from standard input needs "
+                    "--metric NAME (a file's name gives it otherwise)",
+                )
             name = self._metric or metric_from_file_name(self.path)
             try:
                 check_metric_name(name)
@@ -526,6 +532,12 @@ class SampleFile:
             self.specs = [MetricSpec(name, MetricKind.GAUGE)]
         else:
             self.layout = "long"
+            if self._metric is not None:
+                raise self._fail(
+                    where,
+                    f"--metric {self._metric!r} names the metric of a 'timestamp,value' "
+                    "table; this one has a 'metric' column, which names each row's",
+                )
             for label in labels:
                 try:
                     check_label_name(label)
