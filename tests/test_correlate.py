@@ -611,6 +611,26 @@ def test_group_slowness_at_another_caller_of_a_loaded_dependency_joins():
     assert len(names) == 2
 
 
+def test_group_callers_of_one_dependency_slowing_in_the_same_half_minute_join():
+    # db slows down: auth and feed, which both call it, slow down within seconds,
+    # before db's own latency moves; one is not a neighbour of the other
+    auth = _app("latency", "auth", 0, z=30.0, minutes=20)
+    names, groups = _groups([auth, _app("latency", "feed", 10 * S, z=50.0)])
+    assert len(names) == 1
+    why = "'feed' calls 'db', as 'auth' does, where the incident opened 10 s before"
+    assert why in groups[0].reasons[1]
+    names, _ = _groups([auth, _app("latency", "feed", 10 * S, z=6.0)])  # weak too
+    assert len(names) == 1
+    for late in (
+        _app("latency", "feed", 2 * M),  # not in the same half minute
+        _app("errors", "feed", 10 * S),  # not the signal auth shows
+        _app("cpu", "feed", 10 * S, group="system"),  # not slowness or errors
+        _app("latency", "feed", 10 * S, z=-6.0),  # faster, not slower
+    ):
+        names, _ = _groups([auth, late])
+        assert len(names) == 2, late
+
+
 def test_group_services_sharing_a_neighbour_are_not_two_calls_apart():
     # auth and feed are both called by gateway and both call db: neither's errors
     # travel to the other

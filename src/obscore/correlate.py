@@ -789,6 +789,14 @@ def group_anomalies(
          another caller waits on).  Unlike the other ties, this one holds
          for anomalies too weak to link to only when they are of slowness or
          errors as well;
+       - slowness or errors rising at another caller of a dependency of the
+         opening service, at most ``prompt_ms`` after the incident's onset,
+         as the same signal (apart from the labels of place) as a member at
+         the opening service there, however weak: callers of one dependency
+         that slow down in the same half minute share its trouble, which
+         reaches them before the dependency's own signals move (a slow
+         database's callers time out seconds apart, its own latency rises
+         minutes later);
        - a business signal in a region where a member is anomalous.
 
        The signal tests of the two dependency ties spare anomalies too weak
@@ -878,6 +886,7 @@ def group_anomalies(
         max_far_z,
         grace_ms,
         loud_ratio,
+        prompt_ms,
     )
 
 
@@ -1003,6 +1012,7 @@ def _attach_symptoms(
     max_far_z: float,
     grace_ms: int,
     loud_ratio: float,
+    prompt_ms: int,
 ) -> list[AnomalyGroup]:
     """Step 2 of :func:`group_anomalies`: small clusters join as late symptoms."""
     groups: list[AnomalyGroup] = []
@@ -1105,7 +1115,26 @@ def _attach_symptoms(
                     f"opened and {s.end_signal} was still anomalous"
                 )
                 offer(gid, 1, why)
-        if _kind(b) != "application" or abs(b.peak_z) >= max_far_z:
+        if _kind(b) != "application":
+            return out
+        shared = topology.callees(b.service) if topology is not None else ()
+        for mid in shared if b.peak_z > 0 else ():  # slower or failing more
+            for o in topology.callers(mid):
+                if o == b.service:
+                    continue
+                for gid in places.get((o, b.region), {}):
+                    gap = b.start_ms - groups[gid].start_ms
+                    if origin[gid] != o or gap > prompt_ms:
+                        continue
+                    if _shape(b) not in shapes.get((o, b.region, gid), ()):
+                        continue  # not the same trouble: the other caller's own
+                    why = (
+                        f"{b.service!r} calls {mid!r}, as {o!r} does, where the "
+                        f"incident opened {gap / 1000:.0f} s before with the same "
+                        "signal"
+                    )
+                    offer(gid, 1, why)
+        if abs(b.peak_z) >= max_far_z:
             return out
         for mid in topology.callees(b.service) if topology is not None else ():
             for gid, s in places.get((mid, b.region), {}).items():
