@@ -166,7 +166,7 @@ def test_grouping_over_50_runs_has_pairwise_recall_of_095(fifty_runs):
     reason="#9: 1 of 149 injected incidents (seed 37, three incidents in us-east "
     "at once) falls into 3 incidents: a weak anomaly of auth goes with auth's own "
     "memory leak and gateway's timeouts come back in the slow-db incident they "
-    "fired in minutes before (10 of 1042 over seeds 0-349, docs/pipeline.md)",
+    "fired in minutes before (9 of 1042 over seeds 0-349, docs/pipeline.md)",
     strict=True,
 )
 def test_grouping_over_50_runs_splits_no_incident_in_more_than_2(fifty_runs):
