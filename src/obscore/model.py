@@ -321,12 +321,56 @@ def as_sample_table(data: Any) -> pa.Table:
 def sample_table(
     series_ids: np.ndarray, ts: np.ndarray, values: np.ndarray
 ) -> pa.Table:
-    """Build a sample table from three NumPy arrays (no copy where possible)."""
+    """Build a sample table from three NumPy arrays (no copy where possible).
+
+    Parameters
+    ----------
+    series_ids : array of integers, shape (n,)
+        Series ids, each in [0, 2**64).
+    ts : array of integers, shape (n,)
+        Milliseconds since the epoch, each in the int64 range.
+    values : array of numbers, shape (n,)
+        Widened to float64; NaN and +-Inf are kept.
+
+    Raises
+    ------
+    ValueError
+        When ``series_ids`` or ``ts`` is not an integer array (a float
+        would be truncated) or holds a number out of its range (a negative
+        id, a ts past int64), naming the argument and the first bad position.
+        An empty array of any dtype is taken.
+    """
     return pa.Table.from_arrays(
         [
-            pa.array(np.asarray(series_ids, dtype=np.uint64)),
-            pa.array(np.asarray(ts, dtype=np.int64)),
+            pa.array(_whole(series_ids, "series_ids", np.uint64)),
+            pa.array(_whole(ts, "ts", np.int64)),
             pa.array(np.asarray(values, dtype=np.float64)),
         ],
         schema=SAMPLE_SCHEMA,
     )
+
+
+def _whole(arr: Any, name: str, dtype: type[np.integer]) -> np.ndarray:
+    """``arr`` as ``dtype``, refusing what the cast would truncate or wrap."""
+    arr = np.asarray(arr)
+    if arr.size == 0 or arr.dtype == dtype:
+        return arr.astype(dtype, copy=False)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(
+            f"{name} must be an integer array ({np.dtype(dtype)}), got {arr.dtype}; "
+            "a cast would cut off what is not whole"
+        )
+    # signed to unsigned wraps the negatives, unsigned to signed the top half
+    if arr.dtype.kind == "i" and dtype is np.uint64:
+        bad, rule = arr < 0, "at least 0 (uint64)"
+    elif arr.dtype.kind == "u" and dtype is np.int64:
+        bad, rule = arr > np.iinfo(np.int64).max, f"at most {np.iinfo(np.int64).max} (int64)"
+    else:
+        return arr.astype(dtype)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ValueError(
+            f"{name} must be {rule}, got {arr[i]} at position {i} "
+            f"({int(bad.sum())} such)"
+        )
+    return arr.astype(dtype)
