@@ -46,3 +46,15 @@ def test_walk_csv_keeps_relative_names(tmp_path):
     (tmp_path / "a" / "y.csv").write_text("timestamp,value\n")
     found = [str(rel) for _, rel in walk_csv([tmp_path / "a"])]
     assert found == ["b/x.csv", "y.csv"]
+
+
+def test_read_csv_skips_a_timestamp_past_int64(tmp_path):
+    # once an OverflowError out of np.array(ts, int64): the whole file lost
+    path = tmp_path / "big.csv"
+    path.write_text("2014-04-01 00:00:00,1\n99999999999999999999,2\n")
+    s = read_csv(path)
+    assert s.lines.tolist() == [1]
+    assert [str(p) for p in s.problems] == [
+        f"{path} line 2: timestamp '99999999999999999999' does not fit int64 "
+        "milliseconds; row skipped"
+    ]

@@ -421,3 +421,21 @@ def test_metric_is_needed_for_stdin_and_refused_for_a_table_that_names_its_own(
         f"{path} line 1: --metric 'memory_usage' names the metric of a 'timestamp,value' "
         "table; this one has a 'metric' column, which names each row's\n"
     )
+
+
+@pytest.mark.parametrize("first", ["2026-01-01T00:00:00Z", "1767225600"], ids=["iso", "epoch"])
+def test_timestamp_past_int64_is_a_bad_row_after_an_iso_or_epoch_row(tmp_path, capsys, first):
+    # After an ISO row the rows were parsed one at a time, and this one raised
+    # OverflowError (rc 1, nothing stored); after an epoch row it was a bad row.
+    path = tmp_path / "big.csv"
+    path.write_text(f"timestamp,value\n{first},5\n99999999999999999999,6\n1767225660,7\n")
+    args = ["ingest", str(path), "--data", str(tmp_path / "d"), "--metric", "cpu_usage", "-q"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert f"{path}: 2 samples stored, 1 dropped (1 bad_row)" in captured.out
+    why = "'99999999999999999999'" if first.endswith("Z") else "1e+20"
+    assert captured.err == (
+        f"{path} line 3: timestamp {why} does not fit int64 milliseconds; row skipped\n"
+    )
+    start = 1_767_225_600_000
+    assert [r[2:] for r in _stored(tmp_path / "d")] == [(start, 5.0), (start + 60_000, 7.0)]

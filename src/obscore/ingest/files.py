@@ -43,6 +43,8 @@ from obscore.model import (
 
 logger = logging.getLogger(__name__)
 
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
 
 @dataclass(frozen=True, slots=True)
 class Problem:
@@ -81,7 +83,10 @@ def _parse_ts(text: str) -> int:
         if not math.isfinite(number):
             raise ValueError(f"timestamp {text!r} is not finite")
         # seconds before the year 2286, milliseconds beyond
-        return int(number * 1000) if abs(number) < 1e10 else int(number)
+        ms = int(number * 1000) if abs(number) < 1e10 else int(number)
+        if not _INT64_MIN <= ms <= _INT64_MAX:
+            raise ValueError(f"timestamp {text!r} does not fit int64 milliseconds")
+        return ms
     try:
         return int(np.datetime64(text.replace("T", " ").rstrip("Z"), "ms").astype(np.int64))
     except ValueError:
@@ -747,12 +752,12 @@ def _to_ms(arr: pa.Array, bad: dict[int, str]) -> np.ndarray:
 def _epoch_ms(numbers: pa.Array, bad: dict[int, str]) -> np.ndarray:
     x = _fill_nulls(numbers, bad, "timestamp is empty")
     for i in np.flatnonzero(~np.isfinite(x)).tolist():
-        bad.setdefault(i, f"timestamp {x[i]!r} is not finite")
+        bad.setdefault(i, f"timestamp {float(x[i])!r} is not finite")
     x = np.where(np.isfinite(x), x, 0.0)
     ms = np.where(np.abs(x) < _SECONDS_BELOW, x * 1000.0, x)
     too_big = np.abs(ms) >= 2.0**63
     for i in np.flatnonzero(too_big).tolist():
-        bad.setdefault(i, f"timestamp {x[i]!r} does not fit int64 milliseconds")
+        bad.setdefault(i, f"timestamp {float(x[i])!r} does not fit int64 milliseconds")
     return np.round(np.where(too_big, 0.0, ms)).astype(np.int64)
 
 
