@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 
 import numpy as np
 import pytest
@@ -312,3 +313,77 @@ def test_real_numbers_of_other_types_are_recorded_as_float(value):
     want = float(value)
     assert _values(eng, "cpu_usage", CPU) == [want, want]
     assert _values(eng, "request_latency_sum", LAT) == [want]
+
+
+# --- timestamps ----------------------------------------------------------------------
+
+BAD_TS = [10**20, -(2**63) - 1, 10**400, "now", 1.5, math.nan, math.inf, True, [T0]]
+
+
+def _ts_message(metric: str, labels: dict[str, str], ts_ms: object) -> str:
+    shown = reprlib.repr(ts_ms)
+    return re.escape(
+        f"metric {metric!r} {dict(sorted(labels.items()))!r}: ts_ms must be whole "
+        f"milliseconds since the epoch within int64, got {shown} "
+        f"({type(ts_ms).__name__}); nothing was recorded"
+    )
+
+
+@pytest.mark.parametrize("ts_ms", BAD_TS, ids=lambda x: reprlib.repr(x))
+@pytest.mark.parametrize("data_dir", [False, True], ids=["memory", "data_dir"])
+def test_record_of_a_bad_ts_raises_at_the_call_and_the_good_samples_survive(
+    ts_ms, data_dir, tmp_path
+):
+    # 10**20 was kept in memory and the next query raised OverflowError, losing
+    # the good samples around it; with a data directory the log raised
+    # struct.error; "now" and 10**400 raised a bare ValueError / OverflowError.
+    eng = Engine(tmp_path if data_dir else None)
+    errors = {"service": "web", "error_type": "5xx"}
+    g = eng.gauge("cpu_usage").labels(**CPU)
+    c = eng.counter("error_rate").labels(**errors)
+    h = eng.histogram("request_latency").labels(**LAT)
+    eng.record("cpu_usage", CPU, 1.0, ts_ms=T0)
+    c.inc(1.0, ts_ms=T0)
+    h.observe(5.0, ts_ms=T0)
+    with pytest.raises(InvalidSampleError, match=_ts_message("cpu_usage", CPU, ts_ms)):
+        eng.record("cpu_usage", CPU, 2.0, ts_ms=ts_ms)
+    with pytest.raises(InvalidSampleError, match=_ts_message("cpu_usage", CPU, ts_ms)):
+        g.set(2.0, ts_ms=ts_ms)
+    with pytest.raises(InvalidSampleError, match=_ts_message("error_rate", errors, ts_ms)):
+        c.inc(1.0, ts_ms=ts_ms)
+    with pytest.raises(InvalidSampleError, match=_ts_message("request_latency", LAT, ts_ms)):
+        h.observe(5.0, ts_ms=ts_ms)
+    assert (g.value, c.value, h.count) == (0.0, 1.0, 1.0)  # nothing changed
+    eng.record("cpu_usage", CPU, 3.0, ts_ms=T0 + 1)
+    c.inc(1.0, ts_ms=T0 + 1)
+    t = eng.query("cpu_usage", start_ms=T0, end_ms=T0 + 1, step_ms=1, window_ms=1)
+    assert t["value"].to_pylist() == [1.0, 3.0]
+    assert _values(eng, "error_rate", errors) == [1.0, 2.0]
+    assert _values(eng, "request_latency_count", LAT) == [1.0]
+    if data_dir:
+        eng.close()
+        again = Engine(tmp_path)
+        assert _values(again, "cpu_usage", CPU) == [1.0, 3.0]
+        again.close()
+
+
+@pytest.mark.parametrize("ts_ms", [T0, np.int64(T0), float(T0), np.float64(T0)], ids=repr)
+def test_whole_ts_of_other_types_are_recorded(ts_ms):
+    eng = Engine()
+    eng.record("cpu_usage", CPU, 1.0, ts_ms=ts_ms)
+    eng.flush()
+    sid = eng.index.ids("cpu_usage")[0]
+    assert eng.hot.read(sid)[0].tolist() == [int(ts_ms)]
+
+
+def test_record_of_a_value_past_float64_names_it():
+    eng = Engine()
+    message = (
+        "metric 'cpu_usage' {'host': 'a', 'service': 'web'}: value "
+        f"{reprlib.repr(10**400)} (int) is too large for a float64; nothing was recorded"
+    )
+    with pytest.raises(InvalidSampleError, match=re.escape(message)):
+        eng.record("cpu_usage", CPU, 10**400, ts_ms=T0)
+    with pytest.raises(InvalidSampleError, match=re.escape(message)):
+        eng.gauge("cpu_usage").labels(**CPU).set(10**400, ts_ms=T0)
+    assert _values(eng, "cpu_usage", CPU) == []

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 import re
+import reprlib
 import struct
 import threading
 import time
@@ -93,9 +94,34 @@ def _as_value(name: str, labels: Mapping[str, str], value: Any) -> float:
             return float(value)
         except (TypeError, ValueError):
             pass
+        except OverflowError:  # an int past float64
+            raise InvalidSampleError(
+                f"metric {name!r} {dict(labels)!r}: value {reprlib.repr(value)} "
+                f"({type(value).__name__}) is too large for a float64; nothing was "
+                "recorded"
+            ) from None
     raise InvalidSampleError(
         f"metric {name!r} {dict(labels)!r}: value must be a real number, got "
         f"{value!r} ({type(value).__name__}); nothing was recorded"
+    )
+
+
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+
+
+def _as_ts(name: str, labels: Mapping[str, str], ts_ms: Any) -> int:
+    """A recorded sample's ``ts_ms`` as an int; InvalidSampleError unless it is
+    whole milliseconds (an integer, or a float without a fraction) in int64."""
+    whole = isinstance(ts_ms, (int, np.integer)) or (
+        isinstance(ts_ms, (float, np.floating)) and float(ts_ms).is_integer()
+    )
+    if whole and not isinstance(ts_ms, (bool, np.bool_)):
+        if _INT64_MIN <= int(ts_ms) <= _INT64_MAX:
+            return int(ts_ms)
+    raise InvalidSampleError(
+        f"metric {name!r} {dict(labels)!r}: ts_ms must be whole milliseconds since "
+        f"the epoch within int64, got {reprlib.repr(ts_ms)} ({type(ts_ms).__name__}); "
+        "nothing was recorded"
     )
 
 
@@ -174,7 +200,8 @@ class _Child:
         InvalidSampleError
             When ``amount`` is no real number, or is negative, NaN or
             infinite (an infinite increment would leave the counter infinite
-            for good).  The counter is unchanged.
+            for good), or ``ts_ms`` is refused as :meth:`Engine.record` says.
+            The counter is unchanged.
         """
         if self.spec.kind is not MetricKind.COUNTER:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; inc() is for counters")
@@ -185,6 +212,8 @@ class _Child:
                 f"metric {self.spec.name!r} {dict(self.labels_set)!r}: counter increment "
                 f"must be finite and non-negative, got {amount!r}; nothing was recorded"
             )
+        if ts_ms is not None:
+            ts_ms = _as_ts(self.spec.name, self.labels_set, ts_ms)
         self.value += amount
         self._engine._record(self.spec.name, self.labels_set, self.value, ts_ms)
 
@@ -197,12 +226,15 @@ class _Child:
             When the metric is not a gauge.
         InvalidSampleError
             When ``value`` is no real number (a string is refused even when
-            it spells one).  Nothing is recorded.
+            it spells one), or ``ts_ms`` is refused as :meth:`Engine.record`
+            says.  Nothing is recorded.
         """
         if self.spec.kind is not MetricKind.GAUGE:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; set() is for gauges")
         if value.__class__ is not float:
             value = _as_value(self.spec.name, self.labels_set, value)
+        if ts_ms is not None:
+            ts_ms = _as_ts(self.spec.name, self.labels_set, ts_ms)
         self.value = value
         self._engine._record(self.spec.name, self.labels_set, value, ts_ms)
 
@@ -220,7 +252,8 @@ class _Child:
             When the metric is not a histogram.
         InvalidSampleError
             When ``value`` is no real number, or is NaN (a NaN has no bucket
-            and would make the sum NaN for good).  The histogram is unchanged.
+            and would make the sum NaN for good), or ``ts_ms`` is refused as
+            :meth:`Engine.record` says.  The histogram is unchanged.
         """
         # The live path first and with as few lookups as can be: only
         # histogram children have a sampler, and a float equal to itself
@@ -235,11 +268,12 @@ class _Child:
         if not self.spec.is_histogram:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; observe() is for histograms")
         value = self._observation(value)
+        ts = _now_ms() if ts_ms is None else _as_ts(self.spec.name, self.labels_set, ts_ms)
         i = bisect.bisect_left(self.spec.bounds, value)
         self.bucket_counts[i] += 1
         self.sum += value
         self.count += 1
-        self._write(_now_ms() if ts_ms is None else int(ts_ms))
+        self._write(ts)
 
     def _observation(self, value: Any) -> float:
         """An observation as a float; InvalidSampleError for NaN and non-numbers."""
@@ -482,14 +516,15 @@ class Engine:
             like any other.  A counter's or histogram's sample must not be
             NaN, except the staleness marker ``store.hot.STALE_NAN``.
         ts_ms : int, optional
-            Milliseconds since the epoch; now by default.
+            Milliseconds since the epoch, whole (an int, a NumPy integer or a
+            float without a fraction) and within int64; now by default.
 
         Raises
         ------
         UnknownMetricError
             When the config does not declare the metric.
         InvalidSampleError
-            When the value or a label name is refused as above.  The message
+            When the value, ``ts_ms`` or a label name is refused as above.  The message
             names the metric, the label set and what was wrong; nothing is
             recorded, and the samples recorded before are kept.
 
@@ -510,6 +545,8 @@ class Engine:
         spec = self.spec(name)
         if value.__class__ is not float or value != value:  # noqa: PLR0124 (NaN)
             value = _check_value(spec, name, labels, value)
+        if ts_ms is not None:
+            ts_ms = _as_ts(name, labels, ts_ms)
         self._record(name, labels, value, ts_ms, spec)
 
     def _record(
