@@ -196,3 +196,26 @@ def test_a_damaged_checkpoint_is_named_and_left_alone(name, tmp_path):
 def test_replay_refuses_a_range_that_ends_before_it_starts():
     with pytest.raises(ValueError, match="replay: end_ms 1000 is before start_ms 2000"):
         Engine().replay(2000, 1000)
+
+
+def test_ingest_with_an_index_holding_undeclared_metrics_counts_only_its_rows():
+    # A KeyError 'unknown_metric' came after the batch was stored whenever the
+    # index held an undeclared metric but the batch had no row of it.
+    eng = Engine()
+    index = SeriesIndex()
+    good = index.add("cpu_usage", {"host": "a", "service": "web"})
+    bad = index.add("nope_metric", {"x": "1"})
+    only_good = sample_table(np.array([good, good], np.uint64), np.array([T0, T0 + 1]), np.ones(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = eng.ingest(only_good, index)
+    assert res.stored == 2 and res.dropped == {} and res.first_bad == {}
+    mixed = sample_table(np.array([bad, good], np.uint64), np.array([T0 + 2, T0 + 2]), np.ones(2))
+    with pytest.warns(DroppedDataWarning, match="undeclared metrics"):
+        res = eng.ingest(mixed, index)
+    assert res.stored == 1 and res.dropped == {"unknown_metric": 1}
+    later = sample_table(np.array([good], np.uint64), np.array([T0 + 3]), np.ones(1))
+    res = eng.ingest(later, index)  # the same index, after a batch with a bad row
+    assert res.stored == 1 and res.dropped == {}
+    assert eng.dropped == {"unknown_metric": 1}
+    assert eng.hot.read(good)[0].tolist() == [T0, T0 + 1, T0 + 2, T0 + 3]

@@ -664,9 +664,8 @@ class Engine:
                     table, undeclared = self._drop_undeclared(table, index, unknown)
                 table = self._admit(table, index)[0]
             result = self._store(table)
-        if undeclared is not None:
-            result.dropped["unknown_metric"] = undeclared.n_dropped
-            result.first_bad["unknown_metric"] = undeclared.first_bad["unknown_metric"]
+        if undeclared is not None:  # empty when the batch had no rows of them
+            result.add(undeclared)
         return result
 
     def _drop_undeclared(
