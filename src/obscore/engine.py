@@ -62,7 +62,7 @@ from obscore.pipeline import (
 )
 from obscore.runner import PipelineRunner, store_reader
 from obscore.store.blocks import BlockStore, CompactResult, TierSettings
-from obscore.store.hot import STALE_NAN, HotStore, IngestResult
+from obscore.store.hot import STALE_NAN, HotStore, IngestResult, without_nulls
 from obscore.store.query import QueryEngine
 from obscore.store.tiers import RollupTiers
 from obscore.store.wal import WriteAheadLog
@@ -651,11 +651,18 @@ class Engine:
         Returns
         -------
         IngestResult
-            Rows stored and rows dropped by reason.  Rows of undeclared
-            metrics, unknown series ids, out-of-order or duplicate timestamps
-            are dropped and counted; one warning per batch says so.
+            Rows stored and rows dropped by reason.  Rows with a null,
+            rows of undeclared metrics, unknown series ids, out-of-order or
+            duplicate timestamps are dropped and counted; one warning per
+            batch says so.
+
+        Raises
+        ------
+        SchemaError
+            When a column is missing or of a type that cannot hold it; the
+            batch is refused whole.
         """
-        table = as_sample_table(data)
+        table, nulls = without_nulls(as_sample_table(data))
         with self._lock:
             undeclared = None
             if index is not None:
@@ -663,7 +670,7 @@ class Engine:
                 if unknown:
                     table, undeclared = self._drop_undeclared(table, index, unknown)
                 table = self._admit(table, index)[0]
-            result = self._store(table)
+            result = self._store(table, before=nulls)
         if undeclared is not None:  # empty when the batch had no rows of them
             result.add(undeclared)
         return result
@@ -784,7 +791,11 @@ class Engine:
             f"the engine on {self.data_dir} is closed; open it again to write to it"
         )
 
-    def _store(self, table: pa.Table, logged: bool = False) -> IngestResult:
+    def _store(
+        self, table: pa.Table, logged: bool = False, before: IngestResult | None = None
+    ) -> IngestResult:
+        """Log and store a batch; count and warn about the rows dropped, together
+        with ``before``, those the caller dropped from it already."""
         if self.blocks is not None and self.wal is None and table.num_rows:
             self._refuse_closed()
         logged_at = None
@@ -795,7 +806,11 @@ class Engine:
             )
         if self.blocks is not None:
             self._logged_since_rewrite += table.num_rows
-        result = self._ingest_hot(table)  # while the log's fsync runs
+        result = IngestResult()
+        if before is not None:
+            result.add(before)
+        result.add(self._ingest_hot(table))  # while the log's fsync runs
+        n_rows = table.num_rows + (before.n_dropped if before is not None else 0)
         if logged_at is not None:
             self.wal.wait(logged_at)  # acknowledged: synced as the policy says
         self.samples_ingested += result.stored
@@ -806,9 +821,9 @@ class Engine:
                 f"{n} {reason} (first: {result.first_bad[reason]})"
                 for reason, n in result.dropped.items()
             )
-            logger.warning("ingest dropped %d of %d samples: %s", result.n_dropped, table.num_rows, detail)
+            logger.warning("ingest dropped %d of %d samples: %s", result.n_dropped, n_rows, detail)
             warnings.warn(
-                f"dropped {result.n_dropped} of {table.num_rows} samples: {detail}",
+                f"dropped {result.n_dropped} of {n_rows} samples: {detail}",
                 DroppedDataWarning,
                 stacklevel=3,
             )

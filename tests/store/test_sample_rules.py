@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from obscore import Engine
@@ -110,3 +111,23 @@ def test_series_not_updated_for_5m_is_absent_from_instant_queries():
     q = lambda t: eng.query("cpu_usage", start_ms=t, end_ms=t, step_ms=1)["value"].to_pylist()
     assert q(T0 + 5 * M) == [1.0]
     assert q(T0 + 5 * M + 1) == []
+
+
+def test_row_with_a_null_is_dropped_and_named_by_its_row():
+    from obscore.store.hot import HotStore
+
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"host": "a", "service": "web"})
+    hot = HotStore(index)
+    batch = pa.table(
+        {
+            "series_id": pa.array([sid, sid, None, sid], pa.uint64()),
+            "ts": pa.array([T0, None, T0 + 2, T0 + 3], pa.int64()),
+            "value": pa.array([1.0, 2.0, 3.0, np.nan]),  # NaN is a value, null is not
+        }
+    )
+    res = hot.ingest(batch)
+    assert res.stored == 2 and res.dropped == {"null": 2}
+    assert res.first_bad == {"null": "row 1: ts is null"}
+    ts, values = hot.read(sid)
+    assert ts.tolist() == [T0, T0 + 3] and values[0] == 1.0 and np.isnan(values[1])

@@ -82,6 +82,28 @@ class IngestResult:
             self.first_bad.setdefault(reason, text)
 
 
+def without_nulls(table: pa.Table) -> tuple[pa.Table, IngestResult]:
+    """``table`` (a sample table) without the rows that hold a null, and their count.
+
+    A null ``series_id`` or ``ts`` names no series or time, and a null
+    ``value`` is no number (unlike NaN, which is a value): such a row is
+    dropped (reason ``null``) and the first one named by its row and columns.
+    """
+    result = IngestResult()
+    columns = [name for name in table.column_names if table[name].null_count]
+    if not columns:
+        return table, result
+    masks = {name: table[name].is_null().to_numpy(zero_copy_only=False) for name in columns}
+    null = np.logical_or.reduce(list(masks.values()))
+    first = int(np.argmax(null))
+    which = [name for name in columns if masks[name][first]]
+    result.dropped["null"] = int(null.sum())
+    result.first_bad["null"] = (
+        f"row {first}: {' and '.join(which)} {'is' if len(which) == 1 else 'are'} null"
+    )
+    return table.filter(pa.array(~null)), result
+
+
 class HotStore:
     """Per-series ring buffers keyed by series id.
 
@@ -110,7 +132,9 @@ class HotStore:
       counted (reason ``conflict``), or replaces the value with
       ``on_conflict="last"``;
     - NaN is a value like any other; staleness is marked by
-      :data:`STALE_NAN`, a NaN with its own bit pattern.
+      :data:`STALE_NAN`, a NaN with its own bit pattern;
+    - a row with a null ``series_id``, ``ts`` or ``value`` is dropped (reason
+      ``null``).
     """
 
     def __init__(
@@ -225,7 +249,7 @@ class HotStore:
             table = data  # normalised already (the engine's ingest did it)
         else:
             table = as_sample_table(data)
-        result = IngestResult()
+        table, result = without_nulls(table)
         if table.num_rows == 0:
             return result
         ids = table["series_id"].to_numpy()
