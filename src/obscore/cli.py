@@ -347,15 +347,12 @@ def _ingest_file(args: argparse.Namespace, engine, config, path: str, on_read) -
         if engine is None:
             seen.append(batch.select(["series_id", "ts", "value"]))
             continue
-        refused_before = engine.guard.n_dropped
         with warnings.catch_warnings():  # the drops are reported below, per file
             warnings.simplefilter("ignore", DroppedDataWarning)
             res = engine.ingest(batch, reader.index)
         stored += res.stored
         for reason, n in res.dropped.items():
             dropped[reason] = dropped.get(reason, 0) + n
-        if engine.guard.n_dropped > refused_before:
-            dropped["series_limit"] = dropped.get("series_limit", 0) + engine.guard.n_dropped - refused_before
     for problem in reader.problems[:_PROBLEMS_SHOWN]:
         print(problem, file=sys.stderr)
     if len(reader.problems) > _PROBLEMS_SHOWN:

@@ -567,7 +567,9 @@ class Engine:
             if spec is not None:
                 _check_labels(spec, name, labels)
             with self._lock:
-                if not self.guard.admit(name, labels):
+                refused = self.guard.claim(name, labels)
+                if refused is not None:
+                    self.dropped[refused] = self.dropped.get(refused, 0) + 1
                     return
                 self._add_series(name, labels)
         ts = _now_ms() if ts_ms is None else int(ts_ms)
@@ -663,16 +665,16 @@ class Engine:
             batch is refused whole.
         """
         table, nulls = without_nulls(as_sample_table(data))
+        undeclared, limited = IngestResult(), IngestResult()
         with self._lock:
-            undeclared = None
             if index is not None:
                 unknown = [n for n in index.metric_names if not self._is_declared(n)]
                 if unknown:
                     table, undeclared = self._drop_undeclared(table, index, unknown)
-                table = self._admit(table, index)[0]
+                table, _, limited = self._admit(table, index)
             result = self._store(table, before=nulls)
-        if undeclared is not None:  # empty when the batch had no rows of them
-            result.add(undeclared)
+        result.add(undeclared)  # these two warned on their own already
+        result.add(limited)
         return result
 
     def _drop_undeclared(
@@ -701,19 +703,32 @@ class Engine:
             table = table.filter(pa.array(~bad))
         return table, dropped
 
-    def _admit(self, table: pa.Table, index: SeriesIndex) -> tuple[pa.Table, list[int]]:
+    def _admit(
+        self, table: pa.Table, index: SeriesIndex
+    ) -> tuple[pa.Table, list[int], IngestResult]:
         """Create the batch's new series that the guard admits; drop the others' rows.
 
-        Returns the table to store and the ids of the refused series.
+        Returns the table to store, the ids of the refused series and their
+        rows counted by reason (added to :attr:`dropped` too; the guard warns
+        once per metric, not per batch).
         """
         ids = table["series_id"].to_numpy()
         decision = self.guard.admit_batch(ids, index, self.index)
         for sid in decision.admitted:
             self._add_series(index.name(sid), index.labels(sid))
+        limited = IngestResult()
         if decision.keep is None:
-            return table, []
-        refused = np.unique(ids[~decision.keep]).tolist()
-        return table.filter(pa.array(decision.keep)), refused
+            return table, [], limited
+        for sid, (reason, n) in decision.refused.items():
+            self.dropped[reason] = self.dropped.get(reason, 0) + n
+            limited.dropped[reason] = limited.dropped.get(reason, 0) + n
+            if reason not in limited.first_bad:  # first-seen order: its first row
+                row = int(np.argmax(ids == sid))
+                limited.first_bad[reason] = (
+                    f"row {row}: {index.describe(sid)} at ts {int(table['ts'][row].as_py())} "
+                    f"would exceed {self.guard.limit_text(index.name(sid), reason)}"
+                )
+        return table.filter(pa.array(decision.keep)), list(decision.refused), limited
 
     def ingest_exposition(
         self,
@@ -770,12 +785,13 @@ class Engine:
             # The cache skips known series, so only the others land in `new`.
             new = SeriesIndex()
             batch = parsed.to_batch(new, cache=self._series_cache)
-            batch, refused = self._admit(batch, new)
+            batch, refused, limited = self._admit(batch, new)
             if refused:  # ask the guard again next time instead of trusting the cache
                 gone = set(refused)
                 for key in [k for k, sid in self._series_cache.items() if sid in gone]:
                     del self._series_cache[key]
             result = self._store(batch)
+            result.add(limited)
             if parsed.errors:  # lenient: the bad lines are dropped, counted here
                 line, message = parsed.errors[0]
                 result.dropped["bad_line"] = len(parsed.errors)
@@ -1092,12 +1108,9 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         """The engine's own counters, as ``obscore.ingest.selfmetrics.render`` takes them."""
-        dropped = dict(self.dropped)
-        for (_, reason), n in self.guard.dropped.items():
-            dropped[reason] = dropped.get(reason, 0) + n
         out: dict[str, Any] = {
             "samples_ingested": self.samples_ingested,
-            "samples_dropped": dropped,
+            "samples_dropped": dict(self.dropped),  # the series limits' too
             "cardinality_dropped": dict(self.guard.dropped),
             "series": len(self.index),
             "series_limit": self.guard.total,

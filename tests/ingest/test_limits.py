@@ -169,6 +169,7 @@ def test_admit_batch_masks_the_rows_of_refused_series_in_first_seen_order():
 
     assert decision.admitted == [new[2], other]
     assert decision.keep.tolist() == [True, False, False, True, True, False, True]
+    assert decision.refused == {new[0]: (PER_METRIC, 2), new[1]: (PER_METRIC, 1)}
     assert guard.dropped == {("req_total", PER_METRIC): 3}
     assert guard.series == {"req_total": 2, "cpu": 1}
 
@@ -182,7 +183,7 @@ def test_admit_batch_of_known_series_keeps_every_row():
 
     decision = guard.admit_batch(table["series_id"].to_numpy(), known, known)
 
-    assert decision == ([], None)
+    assert decision == ([], None, {})
     assert guard.dropped == {}
 
 
@@ -344,3 +345,52 @@ def test_engine_keeps_a_million_fresh_label_values_at_the_limit_under_200_mb():
     ) in engine.self_metrics()
     print(f"RSS grew by at most {peak_growth / 1e6:.1f} MB")
     assert peak_growth < 200e6, f"RSS grew by {peak_growth / 1e6:.1f} MB"
+
+
+def test_series_limit_drops_are_in_the_ingest_result_and_engine_dropped_once():
+    # IngestResult.dropped and Engine.dropped left them out (only stats() had
+    # them), and obscore ingest added them itself from guard.n_dropped.
+    engine = _engine_with_limit(per_metric=2, total=2)
+    index = SeriesIndex()
+    ids = [index.add("http_requests_total", {"id": str(i)}) for i in range(4)]
+    ids.append(index.add("request_seconds_count", {"id": "a"}))  # past the total
+    rows = np.array([ids[0], ids[3], ids[1], ids[2], ids[3], ids[4]], np.uint64)
+    batch = sample_table(rows, np.arange(6) + 1_000, np.ones(6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CardinalityWarning)
+        res = engine.ingest(batch, index)
+    assert res.stored == 3
+    assert res.dropped == {PER_METRIC: 2, TOTAL: 1}
+    assert res.first_bad == {
+        PER_METRIC: 'row 2: http_requests_total{id="1"} at ts 1002 would exceed '
+        "the limit of 2 series",
+        TOTAL: 'row 5: request_seconds_count{id="a"} at ts 1005 would exceed the '
+        "total limit of 2 series",
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CardinalityWarning)
+        engine.record("http_requests_total", {"id": "9"}, 1.0, ts_ms=2_000)
+        text = 'http_requests_total{id="8"} 1 3000\nhttp_requests_total{id="0"} 2 3000\n'
+        res = engine.ingest_exposition(text)
+    assert res.stored == 1 and res.dropped == {PER_METRIC: 1}
+    assert engine.dropped == {PER_METRIC: 4, TOTAL: 1}
+    assert engine.stats()["samples_dropped"] == {PER_METRIC: 4, TOTAL: 1}
+    assert engine.guard.n_dropped == 5
+
+
+def test_obscore_ingest_counts_series_limit_drops_once(tmp_path, capsys):
+    from obscore.cli import main
+
+    path = tmp_path / "hosts.csv"
+    path.write_text(
+        "ts,metric,host,value\n"
+        + "".join(f"1700000000000,cpu_usage,h{i},1\n" for i in range(5))
+    )
+    config = tmp_path / "obscore.toml"
+    config.write_text("[limits]\nseries_per_metric = 3\n")
+    args = ["ingest", str(path), "--data", str(tmp_path / "d"), "--config", str(config), "-q"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CardinalityWarning)
+        assert main(args) == 0
+    # once "2 series_limit_per_metric, 2 series_limit" when the engine counted them
+    assert f"{path}: 3 samples stored, 2 dropped (2 {PER_METRIC})" in capsys.readouterr().out

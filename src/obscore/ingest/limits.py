@@ -46,6 +46,7 @@ class Admission(NamedTuple):
 
     admitted: list[int]  # ids of new series to create, in first-seen order
     keep: np.ndarray | None  # bool per row, None when every row stays
+    refused: dict[int, tuple[str, int]]  # id -> (reason, rows), first-seen order
 
 
 class CardinalityGuard:
@@ -141,19 +142,32 @@ class CardinalityGuard:
         CardinalityLimitError
             When refused and ``on_limit`` is ``"raise"``.
         """
+        return self.claim(name, labels, n_samples) is None
+
+    def claim(
+        self, name: str, labels: Mapping[str, str], n_samples: int = 1
+    ) -> str | None:
+        """:meth:`admit`, telling why a series was refused.
+
+        Returns
+        -------
+        str or None
+            None when the series fits; else the reason its samples are
+            counted under, :data:`PER_METRIC` or :data:`TOTAL`.
+        """
         group = _bucket_group(name, labels)
         if group is not None and group in self._groups:
-            return True
+            return None
         held = self.series.get(name, 0)
         if held < self.limit_of(name) and self.n_series < self.total:
             self.series[name] = held + 1
             self.n_series += 1
             if group is not None:
                 self._groups.add(group)
-            return True
+            return None
         reason = PER_METRIC if held >= self.limit_of(name) else TOTAL
         self._refuse(name, labels, reason, n_samples)
-        return False
+        return reason
 
     def release(self, name: str, labels: Mapping[str, str]) -> None:
         """Give back the slot of a series the caller removed.
@@ -209,7 +223,9 @@ class CardinalityGuard:
         Admission
             ``admitted``: ids of the series admitted, which the caller must
             now create; ``keep``: False on the rows of refused series (their
-            samples counted as dropped), or None when every row may stay.
+            samples counted as dropped), or None when every row may stay;
+            ``refused``: the reason and the number of rows of each refused
+            series.
 
         Notes
         -----
@@ -222,18 +238,19 @@ class CardinalityGuard:
         )
         order = np.argsort(first, kind="stable")
         admitted: list[int] = []
-        refused: list[int] = []
+        refused: dict[int, tuple[str, int]] = {}
         for sid, n in zip(uniq[order].tolist(), counts[order].tolist()):
             if sid in known or sid not in index:
                 continue
-            if self.admit(index.name(sid), index.labels(sid), n):
+            reason = self.claim(index.name(sid), index.labels(sid), n)
+            if reason is None:
                 admitted.append(sid)
             else:
-                refused.append(sid)
+                refused[sid] = (reason, n)
         if not refused:
-            return Admission(admitted, None)
-        keep = ~np.isin(series_ids, np.array(refused, dtype=np.uint64))
-        return Admission(admitted, keep)
+            return Admission(admitted, None, refused)
+        keep = ~np.isin(series_ids, np.fromiter(refused, np.uint64, len(refused)))
+        return Admission(admitted, keep, refused)
 
     # --- reporting -----------------------------------------------------------------
 
@@ -257,14 +274,18 @@ class CardinalityGuard:
             )
             warnings.warn(message, CardinalityWarning, stacklevel=3)
 
-    def _message(self, name: str, labels: Mapping[str, str], reason: str) -> str:
+    def limit_text(self, name: str, reason: str) -> str:
+        """The limit a series of ``name`` refused for ``reason`` would exceed,
+        in words: ``the limit of 10000 series`` (per metric) or ``the total
+        limit of 1000000 series``."""
         if reason == PER_METRIC:
-            limit = f"the limit of {self.limit_of(name)} series"
-        else:
-            limit = f"the total limit of {self.total} series"
+            return f"the limit of {self.limit_of(name)} series"
+        return f"the total limit of {self.total} series"
+
+    def _message(self, name: str, labels: Mapping[str, str], reason: str) -> str:
         return (
-            f"metric {name!r}: label set {dict(labels)!r} would exceed {limit}; "
-            f"sample dropped"
+            f"metric {name!r}: label set {dict(labels)!r} would exceed "
+            f"{self.limit_text(name, reason)}; sample dropped"
         )
 
 
