@@ -61,6 +61,7 @@ def test_default_config_declares_the_platform_metrics():
     assert cfg.metrics["request_latency"].bounds == (10, 50, 100, 200, 500, 1000)
     assert cfg.zscore_window_ms == 300_000 and cfg.zscore_threshold == 3.0
     assert cfg.dedup_window_ms == 900_000
+    assert cfg.out_of_order_ms == 600_000 and cfg.max_future_ms == 600_000
     assert cfg.retention_ms == {"hot": 604_800_000, "warm": 2_592_000_000, "cold": 31_536_000_000}
 
 
@@ -90,8 +91,8 @@ def test_user_metrics_add_to_defaults(tmp_path):
     [
         ('[store]\nout_of_ordr_window = "5m"\n',
          "store.out_of_ordr_window: unknown key; did you mean 'out_of_order_window'? (known: "
-         "hot_capacity, rollup_steps, out_of_order_window, on_conflict, wal_fsync, "
-         "block_duration, warm_step, cold_step, compact_interval)"),
+         "hot_capacity, rollup_steps, out_of_order_window, max_future, on_conflict, "
+         "wal_fsync, block_duration, warm_step, cold_step, compact_interval)"),
         ("[stor]\nhot_capacity = 5\n",
          "stor: unknown table; did you mean 'store'? (known: metrics, store, limits, retention, "
          "sampling, detectors, alerts, diagnosis, pipeline, escalation, remediation, scrape, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import warnings
 
 import numpy as np
@@ -272,3 +273,23 @@ def test_ingest_names_the_first_null_row_across_chunks_and_columns():
     table = pa.table({"series_id": ids.slice(2), "ts": ts.slice(2), "value": values.slice(2)})
     with pytest.warns(DroppedDataWarning, match=r"first: row 0: series_id and ts are null"):
         eng.ingest(table)
+
+
+def test_recorded_sample_too_far_ahead_is_dropped_at_flush_and_the_rest_kept(tmp_path):
+    eng = Engine(tmp_path)
+    g = eng.gauge("cpu_usage").labels(host="a", service="web")
+    now = int(time.time() * 1000)
+    g.set(1.0, ts_ms=now - 1_000)
+    eng.record("cpu_usage", {"host": "a", "service": "web"}, 2.0, ts_ms=now + 86_400_000)
+    g.set(3.0, ts_ms=now)
+    with pytest.warns(DroppedDataWarning, match=r"dropped 1 of 3 samples: 1 too_far_ahead \(first: cpu_usage"):
+        res = eng.flush()
+    assert res.stored == 2 and res.dropped == {"too_far_ahead": 1}
+    g.set(4.0, ts_ms=now + 1_000)  # the series is not blocked
+    eng.flush()
+    sid = eng.index.ids("cpu_usage")[0]
+    assert eng._read(sid, 0, 2**62)[1].tolist() == [1.0, 3.0, 4.0]
+    eng.close()
+    again = Engine(tmp_path)
+    assert again._read(sid, 0, 2**62)[1].tolist() == [1.0, 3.0, 4.0]
+    again.close()

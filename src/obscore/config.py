@@ -27,6 +27,7 @@ class Config:
     hot_capacity: int = 8640
     rollup_steps_ms: tuple[int, ...] = (60_000, 300_000, 3_600_000)
     out_of_order_ms: int = 600_000
+    max_future_ms: int = 600_000
     wal_fsync_ms: int = 0
     on_conflict: str = "reject"
     retention_ms: dict[str, int] = field(default_factory=dict)
@@ -90,8 +91,9 @@ _SCHEMA: dict[str, Any] = {
     "store": {
         k: None
         for k in (
-            "hot_capacity", "rollup_steps", "out_of_order_window", "on_conflict",
-            "wal_fsync", "block_duration", "warm_step", "cold_step", "compact_interval",
+            "hot_capacity", "rollup_steps", "out_of_order_window", "max_future",
+            "on_conflict", "wal_fsync", "block_duration", "warm_step", "cold_step",
+            "compact_interval",
         )
     },
     "limits": {"series_per_metric": None, "series_total": None},
@@ -333,6 +335,7 @@ def _build(raw: dict[str, Any], source: str) -> Config:
         hot_capacity=int(number("store.hot_capacity", 8640, 1, 1e9)),
         rollup_steps_ms=steps_ms,
         out_of_order_ms=duration("store.out_of_order_window", "10m"),
+        max_future_ms=duration("store.max_future", "10m"),
         wal_fsync_ms=duration("store.wal_fsync", "0s"),
         on_conflict=_choice(raw, "store.on_conflict", "reject", ("reject", "last"), source),
         retention_ms={

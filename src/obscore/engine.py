@@ -394,6 +394,8 @@ class Engine:
             self.config.hot_capacity,
             self.config.out_of_order_ms,
             self.config.on_conflict,
+            self.config.max_future_ms,
+            _now_ms,
         )
         self.rollups = RollupTiers(
             self.config.rollup_steps_ms,
@@ -540,7 +542,9 @@ class Engine:
         whose labels no config lists) takes samples as it is.
 
         A sample of a new series that would pass a series limit is dropped,
-        counted and warned about once per metric (see ``guard``).
+        counted and warned about once per metric (see ``guard``).  A sample
+        more than ``store.max_future`` ahead of the wall clock is dropped
+        and counted at the flush (``too_far_ahead``), as every ingested one.
         """
         spec = self.spec(name)
         if value.__class__ is not float or value != value:  # noqa: PLR0124 (NaN)
@@ -654,8 +658,9 @@ class Engine:
         -------
         IngestResult
             Rows stored and rows dropped by reason.  Rows with a null,
-            rows of undeclared metrics, unknown series ids, out-of-order or
-            duplicate timestamps are dropped and counted; one warning per
+            rows of undeclared metrics, unknown series ids, timestamps more
+            than ``store.max_future`` ahead of the wall clock, out-of-order
+            or duplicate timestamps are dropped and counted; one warning per
             batch says so.
 
         Raises
@@ -764,7 +769,10 @@ class Engine:
         from obscore.ingest.exposition import parse
 
         now = _now_ms()
-        parsed = parse(text, format=format, lenient=lenient, default_ts_ms=ts_ms or now, now_ms=now)
+        parsed = parse(
+            text, format=format, lenient=lenient, default_ts_ms=ts_ms or now, now_ms=now,
+            max_future_ms=self.config.max_future_ms,
+        )
         if parsed.errors:
             logger.warning(
                 "exposition: %d bad lines dropped (first: line %d: %s)",

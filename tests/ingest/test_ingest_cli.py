@@ -439,3 +439,21 @@ def test_timestamp_past_int64_is_a_bad_row_after_an_iso_or_epoch_row(tmp_path, c
     )
     start = 1_767_225_600_000
     assert [r[2:] for r in _stored(tmp_path / "d")] == [(start, 5.0), (start + 60_000, 7.0)]
+
+
+def test_a_far_future_row_is_dropped_and_the_series_takes_later_files(tmp_path, capsys, caplog):
+    # It was stored ("2 samples stored", rc 0) and every normal sample of the
+    # series after it was dropped as too_old.
+    path = tmp_path / "fut.csv"
+    path.write_text("timestamp,value\n1780000000,1\n17800000400000000,10\n")
+    data = tmp_path / "d8"
+    args = ["ingest", "--data", str(data), "--metric", "cpu_usage", "-q"]
+    assert main([*args, str(path)]) == 0
+    assert f"{path}: 1 samples stored, 1 dropped (1 too_far_ahead)" in capsys.readouterr().out
+    assert "cpu_usage{} at ts 17800000400000000, " in caplog.text
+    assert "the limit is 600000 ms (store.max_future)" in caplog.text
+    later = tmp_path / "next.csv"
+    later.write_text("timestamp,value\n1780000060,2\n")
+    assert main([*args, str(later)]) == 0
+    assert f"{later}: 1 samples stored, 0 dropped" in capsys.readouterr().out
+    assert [r[2:] for r in _stored(data)] == [(1_780_000_000_000, 1.0), (1_780_000_060_000, 2.0)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -12,7 +13,7 @@ from obscore import Engine
 from obscore.config import load_config
 from obscore.errors import DroppedDataWarning
 from obscore.model import SeriesIndex, sample_table
-from obscore.store.hot import STALE_NAN, is_stale
+from obscore.store.hot import STALE_NAN, HotStore, is_stale
 from obscore.store.tiers import fold
 
 T0 = 1_700_000_000_000
@@ -114,8 +115,6 @@ def test_series_not_updated_for_5m_is_absent_from_instant_queries():
 
 
 def test_row_with_a_null_is_dropped_and_named_by_its_row():
-    from obscore.store.hot import HotStore
-
     index = SeriesIndex()
     sid = index.add("cpu_usage", {"host": "a", "service": "web"})
     hot = HotStore(index)
@@ -131,3 +130,39 @@ def test_row_with_a_null_is_dropped_and_named_by_its_row():
     assert res.first_bad == {"null": "row 1: ts is null"}
     ts, values = hot.read(sid)
     assert ts.tolist() == [T0, T0 + 3] and values[0] == 1.0 and np.isnan(values[1])
+
+
+def test_sample_too_far_ahead_of_the_clock_is_dropped_and_its_series_goes_on():
+    # A sample stored in the far future made every later sample of its series
+    # too_old, for good.
+    eng, sid = _engine()
+    now = time.time_ns() // 1_000_000
+    with pytest.warns(
+        DroppedDataWarning,
+        match=r"dropped 1 of 3 samples: 1 too_far_ahead \(first: cpu_usage\{host=\"a\",service=\"web\"\} "
+        r"at ts \d+, 86\d{6} ms ahead of the clock \(\d+\); the limit is 600000 ms \(store.max_future\)\)",
+    ):
+        res = _ingest(eng, sid, [T0, now + 86_400_000, T0 + M], [1.0, 2.0, 3.0])
+    assert res.stored == 2 and res.dropped == {"too_far_ahead": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = _ingest(eng, sid, [T0 + 2 * M, now], [4.0, 5.0])
+    assert res.stored == 2
+    assert eng.hot.read(sid)[0].tolist() == [T0, T0 + M, T0 + 2 * M, now]
+    assert eng.dropped == {"too_far_ahead": 1}
+
+
+def test_the_limit_ahead_of_the_clock_is_configurable_and_exact():
+    eng, sid = _engine(max_future="2d")
+    now = time.time_ns() // 1_000_000
+    assert _ingest(eng, sid, [now + 86_400_000], [1.0]).stored == 1
+    index = SeriesIndex()
+    sid = index.add("cpu_usage", {"host": "a", "service": "web"})
+    hot = HotStore(index, max_future_ms=600_000, clock=lambda: T0)
+    batch = sample_table(np.full(3, sid, np.uint64), np.array([T0, T0 + 10 * M, T0 + 10 * M + 1]), np.ones(3))
+    res = hot.ingest(batch)
+    assert res.stored == 2 and res.dropped == {"too_far_ahead": 1}
+    assert res.first_bad["too_far_ahead"] == (
+        'cpu_usage{host="a",service="web"} at ts 1700000600001, 600001 ms ahead of the '
+        "clock (1700000000000); the limit is 600000 ms (store.max_future)"
+    )

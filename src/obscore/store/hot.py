@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +23,10 @@ _STORED = 0
 #: The staleness marker: a NaN with the bit pattern Prometheus uses, distinct
 #: from an ordinary NaN value.
 STALE_NAN = np.frombuffer(np.uint64(0x7FF0000000000002).tobytes(), np.float64)[0]
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def is_stale(values: np.ndarray) -> np.ndarray:
@@ -119,12 +125,20 @@ class HotStore:
     on_conflict : {"reject", "last"}
         What a second, different value for a stored timestamp does: rejected
         and counted (default), or replaces the stored value ("last").
+    max_future_ms : int
+        How far ahead of ``clock()`` a sample may be and still be stored
+        (10m by default).
+    clock : callable, optional
+        Returns the current time in ms; the wall clock by default.
 
     Notes
     -----
     The sample rules, applied per series:
 
     - rows of a batch may arrive in any order; they are sorted by time first;
+    - a sample more than ``max_future_ms`` ahead of the clock is dropped
+      (reason ``too_far_ahead``): stored, it would make every later sample
+      of its series look ``too_old``;
     - a sample older than the newest stored one by at most ``out_of_order_ms``
       is stored; older than that it is dropped (reason ``too_old``);
     - a repeated timestamp with the same value (bit for bit, so NaN repeats
@@ -143,6 +157,8 @@ class HotStore:
         capacity: int = 8640,
         out_of_order_ms: int = 600_000,
         on_conflict: str = "reject",
+        max_future_ms: int = 600_000,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         if on_conflict not in ("reject", "last"):
             raise ValueError(f"on_conflict must be 'reject' or 'last', got {on_conflict!r}")
@@ -150,6 +166,8 @@ class HotStore:
         self.capacity = int(capacity)
         self.out_of_order_ms = int(out_of_order_ms)
         self.on_conflict = on_conflict
+        self.max_future_ms = int(max_future_ms)
+        self._clock = clock if clock is not None else _wall_clock_ms
         # accepted late samples and replaced values, per slot: {ts: value}
         self._late: dict[int, dict[int, float]] = {}
         self._rings = RingBuffers(self.capacity, 0)
@@ -263,6 +281,19 @@ class HotStore:
                 f"row {first}: series_id {int(ids[first])} is not in the series index"
             )
             keep = ~unknown
+            slots, ts, values = slots[keep], ts[keep], values[keep]
+        now = self._clock()
+        ahead = ts > now + self.max_future_ms  # a Python int past int64 compares right
+        if ahead.any():
+            first = int(np.flatnonzero(ahead)[0])
+            sid = int(self._ids[slots[first]])
+            result.dropped["too_far_ahead"] = int(ahead.sum())
+            result.first_bad["too_far_ahead"] = (
+                f"{self.index.describe(sid)} at ts {int(ts[first])}, "
+                f"{int(ts[first]) - now} ms ahead of the clock ({now}); the "
+                f"limit is {self.max_future_ms} ms (store.max_future)"
+            )
+            keep = ~ahead
             slots, ts, values = slots[keep], ts[keep], values[keep]
         flushed = ts < self._floor[slots]
         if flushed.any():
