@@ -268,12 +268,13 @@ class _Child:
         if not self.spec.is_histogram:
             raise TypeError(f"metric {self.spec.name!r} is a {self.spec.kind.value}; observe() is for histograms")
         value = self._observation(value)
-        ts = _now_ms() if ts_ms is None else _as_ts(self.spec.name, self.labels_set, ts_ms)
+        if ts_ms is not None:
+            ts_ms = _as_ts(self.spec.name, self.labels_set, ts_ms)
         i = bisect.bisect_left(self.spec.bounds, value)
         self.bucket_counts[i] += 1
         self.sum += value
         self.count += 1
-        self._write(ts)
+        self._write(_now_ms() if ts_ms is None else ts_ms)
 
     def _observation(self, value: Any) -> float:
         """An observation as a float; InvalidSampleError for NaN and non-numbers."""
@@ -729,9 +730,10 @@ class Engine:
             limited.dropped[reason] = limited.dropped.get(reason, 0) + n
             if reason not in limited.first_bad:  # first-seen order: its first row
                 row = int(np.argmax(ids == sid))
+                ts = table["ts"][row].as_py()
                 limited.first_bad[reason] = (
-                    f"row {row}: {index.describe(sid)} at ts {int(table['ts'][row].as_py())} "
-                    f"would exceed {self.guard.limit_text(index.name(sid), reason)}"
+                    f"row {row}: {index.describe(sid)} at ts {ts} would exceed "
+                    f"{self.guard.limit_text(index.name(sid), reason)}"
                 )
         return table.filter(pa.array(decision.keep)), list(decision.refused), limited
 
@@ -770,8 +772,8 @@ class Engine:
 
         now = _now_ms()
         parsed = parse(
-            text, format=format, lenient=lenient, default_ts_ms=ts_ms or now, now_ms=now,
-            max_future_ms=self.config.max_future_ms,
+            text, format=format, lenient=lenient, default_ts_ms=ts_ms or now,
+            now_ms=now, max_future_ms=self.config.max_future_ms,
         )
         if parsed.errors:
             logger.warning(
@@ -845,7 +847,9 @@ class Engine:
                 f"{n} {reason} (first: {result.first_bad[reason]})"
                 for reason, n in result.dropped.items()
             )
-            logger.warning("ingest dropped %d of %d samples: %s", result.n_dropped, n_rows, detail)
+            logger.warning(
+                "ingest dropped %d of %d samples: %s", result.n_dropped, n_rows, detail
+            )
             warnings.warn(
                 f"dropped {result.n_dropped} of {n_rows} samples: {detail}",
                 DroppedDataWarning,

@@ -364,7 +364,8 @@ def _whole(arr: Any, name: str, dtype: type[np.integer]) -> np.ndarray:
     if arr.dtype.kind == "i" and dtype is np.uint64:
         bad, rule = arr < 0, "at least 0 (uint64)"
     elif arr.dtype.kind == "u" and dtype is np.int64:
-        bad, rule = arr > np.iinfo(np.int64).max, f"at most {np.iinfo(np.int64).max} (int64)"
+        top = int(np.iinfo(np.int64).max)
+        bad, rule = arr > top, f"at most {top} (int64)"
     else:
         return arr.astype(dtype)
     if bad.any():

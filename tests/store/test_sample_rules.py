@@ -139,8 +139,9 @@ def test_sample_too_far_ahead_of_the_clock_is_dropped_and_its_series_goes_on():
     now = time.time_ns() // 1_000_000
     with pytest.warns(
         DroppedDataWarning,
-        match=r"dropped 1 of 3 samples: 1 too_far_ahead \(first: cpu_usage\{host=\"a\",service=\"web\"\} "
-        r"at ts \d+, 86\d{6} ms ahead of the clock \(\d+\); the limit is 600000 ms \(store.max_future\)\)",
+        match=r"dropped 1 of 3 samples: 1 too_far_ahead \(first: "
+        r"cpu_usage\{host=\"a\",service=\"web\"\} at ts \d+, 86\d{6} ms ahead of "
+        r"the clock \(\d+\); the limit is 600000 ms \(store.max_future\)\)",
     ):
         res = _ingest(eng, sid, [T0, now + 86_400_000, T0 + M], [1.0, 2.0, 3.0])
     assert res.stored == 2 and res.dropped == {"too_far_ahead": 1}

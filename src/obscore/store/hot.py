@@ -99,7 +99,7 @@ def without_nulls(table: pa.Table) -> tuple[pa.Table, IngestResult]:
     columns = [name for name in table.column_names if table[name].null_count]
     if not columns:
         return table, result
-    masks = {name: table[name].is_null().to_numpy(zero_copy_only=False) for name in columns}
+    masks = {c: table[c].is_null().to_numpy(zero_copy_only=False) for c in columns}
     null = np.logical_or.reduce(list(masks.values()))
     first = int(np.argmax(null))
     which = [name for name in columns if masks[name][first]]
