@@ -414,6 +414,6 @@ def test_a_dropped_data_warning_is_one_line_without_obscores_source(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert run.stdout == f"{path}: 2 samples stored, 1 dropped (1 series_limit)\n"
+    assert run.stdout == f"{path}: 2 samples stored, 1 dropped (1 series_limit_per_metric)\n"
     (line,) = run.stderr.splitlines()
     assert line.startswith("WARNING obscore.ingest.limits: metric 'cpu_usage': label set")
