@@ -141,7 +141,9 @@ def _free_port() -> int:
 @pytest.fixture
 def server(tmp_path):
     config = tmp_path / "load.toml"
-    config.write_text("[store]\nhot_capacity = 2000\n")  # 100 s of every series
+    # 100 s of every series; each batch is stamped a second after the last, so
+    # the senders run ahead of the clock (minutes in a long run): allow it
+    config.write_text('[store]\nhot_capacity = 2000\nmax_future = "1d"\n')
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "obscore.cli", "serve", "--port", str(port),
