@@ -450,7 +450,7 @@ def test_a_far_future_row_is_dropped_and_the_series_takes_later_files(tmp_path, 
     args = ["ingest", "--data", str(data), "--metric", "cpu_usage", "-q"]
     assert main([*args, str(path)]) == 0
     assert f"{path}: 1 samples stored, 1 dropped (1 too_far_ahead)" in capsys.readouterr().out
-    assert "cpu_usage{} at ts 17800000400000000, " in caplog.text
+    assert "cpu_usage{} at ts 17800000400000000 (" in caplog.text
     assert "the limit is 600000 ms (store.max_future)" in caplog.text
     later = tmp_path / "next.csv"
     later.write_text("timestamp,value\n1780000060,2\n")

@@ -261,6 +261,20 @@ class HotStore:
 
     # --- write ---------------------------------------------------------------
 
+    def _drop(self, result, reason, mask, slots, ts, values, why):
+        """Count the rows ``mask`` picks under ``reason``, name the first
+        (``why(ts, slot)`` says why), and return the rows left."""
+        first = int(np.flatnonzero(mask)[0])
+        sid = int(self._ids[slots[first]])
+        result.dropped[reason] = result.dropped.get(reason, 0) + int(mask.sum())
+        result.first_bad.setdefault(
+            reason,
+            f"{self.index.describe(sid)} at ts {int(ts[first])} "
+            f"({why(ts[first], slots[first])})",
+        )
+        keep = ~mask
+        return slots[keep], ts[keep], values[keep]
+
     def ingest(self, data) -> IngestResult:
         """Store a sample batch; return what was stored and what was dropped."""
         if isinstance(data, pa.Table) and data.schema.equals(SAMPLE_SCHEMA):
@@ -285,27 +299,17 @@ class HotStore:
         now = self._clock()
         ahead = ts > now + self.max_future_ms  # a Python int past int64 compares right
         if ahead.any():
-            first = int(np.flatnonzero(ahead)[0])
-            sid = int(self._ids[slots[first]])
-            result.dropped["too_far_ahead"] = int(ahead.sum())
-            result.first_bad["too_far_ahead"] = (
-                f"{self.index.describe(sid)} at ts {int(ts[first])}, "
-                f"{int(ts[first]) - now} ms ahead of the clock ({now}); the "
-                f"limit is {self.max_future_ms} ms (store.max_future)"
-            )
-            keep = ~ahead
-            slots, ts, values = slots[keep], ts[keep], values[keep]
+            slots, ts, values = self._drop(
+                result, "too_far_ahead", ahead, slots, ts, values,
+                lambda t, slot: f"{int(t) - now} ms ahead of the clock ({now}); the "
+                f"limit is {self.max_future_ms} ms (store.max_future)",
+            )  # fmt: skip
         flushed = ts < self._floor[slots]
         if flushed.any():
-            first = int(np.flatnonzero(flushed)[0])
-            sid = int(self._ids[slots[first]])
-            result.dropped["too_old"] = result.dropped.get("too_old", 0) + int(flushed.sum())
-            result.first_bad["too_old"] = (
-                f"{self.index.describe(sid)} at ts {int(ts[first])} "
-                f"(before {int(self._floor[slots[first]])}, already flushed to a block)"
-            )
-            keep = ~flushed
-            slots, ts, values = slots[keep], ts[keep], values[keep]
+            slots, ts, values = self._drop(
+                result, "too_old", flushed, slots, ts, values,
+                lambda t, slot: f"before {int(self._floor[slot])}, already flushed to a block",
+            )  # fmt: skip
         if not _in_push_order(slots, ts):
             order = np.lexsort((ts, slots))
             slots, ts, values = slots[order], ts[order], values[order]
